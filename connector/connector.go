@@ -1,0 +1,274 @@
+// Package connector describes one OAuth 2.0 client registration ("a
+// connector"): where the provider's endpoints are, how the client
+// authenticates, which scopes it asks for. It builds authorization URLs,
+// redeems authorization codes and refreshes tokens with golang.org/x/oauth2,
+// and classifies the provider's errors.
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// AuthStyle says how the client authenticates at the token endpoint. It is
+// always explicit: auto-detection would retry a failed request the other way,
+// which redeems an authorization code twice.
+type AuthStyle string
+
+const (
+	// AuthBasic is client_secret_basic: HTTP Basic authentication.
+	AuthBasic AuthStyle = "basic"
+	// AuthPost is client_secret_post: credentials in the request body.
+	AuthPost AuthStyle = "post"
+)
+
+// BodyFormat is how token requests are encoded.
+type BodyFormat string
+
+const (
+	// BodyForm is RFC 6749's application/x-www-form-urlencoded body.
+	BodyForm BodyFormat = "form"
+	// BodyJSON is a JSON object body, as Notion expects.
+	BodyJSON BodyFormat = "json"
+)
+
+// Config is a connector's settings, after presets are applied.
+type Config struct {
+	// Name identifies the connector in configuration, URLs and storage.
+	Name string
+	// Provider is the preset the settings came from ("microsoft",
+	// "notion"), or empty for a generic OAuth 2.0 provider.
+	Provider string
+	// AuthURL is the provider's authorization endpoint.
+	AuthURL string
+	// TokenURL is the provider's token endpoint.
+	TokenURL string
+	// ClientID and ClientSecret are the client's credentials.
+	ClientID     string
+	ClientSecret string
+	// Scopes are requested at authorization.
+	Scopes []string
+	// AuthStyle is how the client authenticates at the token endpoint.
+	AuthStyle AuthStyle
+	// RedirectURL is the callback URL registered with the provider.
+	RedirectURL string
+	// PKCE turns on Proof Key for Code Exchange (S256).
+	PKCE bool
+	// AuthParams are extra query parameters of the authorization URL.
+	AuthParams map[string]string
+	// TokenHeaders are extra headers sent on token requests.
+	TokenHeaders map[string]string
+	// TokenBody is the encoding of token requests.
+	TokenBody BodyFormat
+	// Timeout bounds each token request. Zero: 30 seconds.
+	Timeout time.Duration
+}
+
+// Validate reports the first setting that makes the connector unusable.
+func (c *Config) Validate() error {
+	if c.ClientID == "" {
+		return fmt.Errorf("connector %s: client_id is required", c.Name)
+	}
+	for field, v := range map[string]string{"authorization_url": c.AuthURL, "token_url": c.TokenURL, "redirect_uri": c.RedirectURL} {
+		if v == "" {
+			return fmt.Errorf("connector %s: %s is required", c.Name, field)
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("connector %s: %s must be an absolute http(s) URL", c.Name, field)
+		}
+		if u.Fragment != "" {
+			return fmt.Errorf("connector %s: %s must not have a fragment", c.Name, field)
+		}
+	}
+	switch c.AuthStyle {
+	case AuthBasic, AuthPost:
+	default:
+		return fmt.Errorf("connector %s: auth_style must be basic or post, got %q", c.Name, c.AuthStyle)
+	}
+	switch c.TokenBody {
+	case "", BodyForm, BodyJSON:
+	default:
+		return fmt.Errorf("connector %s: unknown token body format %q", c.Name, c.TokenBody)
+	}
+	return nil
+}
+
+// Connector is a usable connector: a validated Config and its HTTP client.
+type Connector struct {
+	cfg    Config
+	oauth  oauth2.Config
+	client *http.Client
+}
+
+// New validates cfg and makes a Connector. base is the HTTP client used for
+// token requests (nil: http.DefaultTransport); it is wrapped, not modified.
+func New(cfg Config, base http.RoundTripper) (*Connector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	style := oauth2.AuthStyleInHeader
+	if cfg.AuthStyle == AuthPost {
+		style = oauth2.AuthStyleInParams
+	}
+	rt := base
+	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON {
+		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON}
+	}
+	return &Connector{
+		cfg: cfg,
+		oauth: oauth2.Config{
+			ClientID:     cfg.ClientID,
+			ClientSecret: cfg.ClientSecret,
+			Endpoint:     oauth2.Endpoint{AuthURL: cfg.AuthURL, TokenURL: cfg.TokenURL, AuthStyle: style},
+			RedirectURL:  cfg.RedirectURL,
+			Scopes:       cfg.Scopes,
+		},
+		client: &http.Client{Transport: rt, Timeout: cfg.Timeout},
+	}, nil
+}
+
+// Name returns the connector's name.
+func (c *Connector) Name() string { return c.cfg.Name }
+
+// Config returns a copy of the connector's settings.
+func (c *Connector) Config() Config { return c.cfg }
+
+// AuthCodeURL returns the URL that sends a browser to the provider to
+// authorize, carrying state and, with PKCE on, the S256 challenge of
+// verifier.
+func (c *Connector) AuthCodeURL(state, verifier string) string {
+	opts := []oauth2.AuthCodeOption{}
+	if c.cfg.PKCE {
+		opts = append(opts, oauth2.S256ChallengeOption(verifier))
+	}
+	for k, v := range c.cfg.AuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	return c.oauth.AuthCodeURL(state, opts...)
+}
+
+// Exchange redeems an authorization code, sending the PKCE verifier when
+// PKCE is on. It makes exactly one token request.
+func (c *Connector) Exchange(ctx context.Context, code, verifier string) (*oauth2.Token, error) {
+	var opts []oauth2.AuthCodeOption
+	if c.cfg.PKCE {
+		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	tok, err := c.oauth.Exchange(c.ctx(ctx), code, opts...)
+	if err != nil {
+		return nil, c.wrap("exchanging authorization code", err)
+	}
+	return tok, nil
+}
+
+// Refresh redeems a refresh token for a new token. It makes exactly one
+// token request.
+func (c *Connector) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+	if refreshToken == "" {
+		return nil, fmt.Errorf("connector %s: refreshing: %w: no refresh token", c.cfg.Name, ErrGrantRejected)
+	}
+	src := c.oauth.TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
+	tok, err := src.Token()
+	if err != nil {
+		return nil, c.wrap("refreshing", err)
+	}
+	return tok, nil
+}
+
+func (c *Connector) ctx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, c.client)
+}
+
+// ErrGrantRejected is wrapped by errors that mean the provider no longer
+// honours the grant (RFC 6749 invalid_grant, invalid_client,
+// unauthorized_client): the connection must be authorized again.
+var ErrGrantRejected = errors.New("grant rejected")
+
+// ProviderError is a token endpoint's error, reduced to what is safe to log:
+// the HTTP status and RFC 6749's error code. The error description and the
+// response body are left out, as providers may echo request values in them.
+type ProviderError struct {
+	// Status is the HTTP status code (0 if the response carried none).
+	Status int
+	// Code is RFC 6749's error code, if it was a well-formed one.
+	Code string
+}
+
+func (e *ProviderError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("token endpoint answered %d %s", e.Status, e.Code)
+	}
+	return fmt.Sprintf("token endpoint answered %d", e.Status)
+}
+
+// Permanent reports whether the error means the grant is gone.
+func (e *ProviderError) Permanent() bool {
+	switch e.Code {
+	case "invalid_grant", "invalid_client", "unauthorized_client":
+		return true
+	}
+	return false
+}
+
+func (c *Connector) wrap(op string, err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		pe := &ProviderError{Code: errorCode(re.ErrorCode)}
+		if re.Response != nil {
+			pe.Status = re.Response.StatusCode
+		}
+		if pe.Permanent() {
+			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrGrantRejected, pe)
+		}
+		return fmt.Errorf("connector %s: %s: %w", c.cfg.Name, op, pe)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// url.Error repeats the token URL, which is configuration, not a
+		// secret; keep the cause.
+		return fmt.Errorf("connector %s: %s: %s %s: %w", c.cfg.Name, op, ue.Op, redactURL(ue.URL), ue.Err)
+	}
+	if strings.HasPrefix(err.Error(), "oauth2: ") {
+		// x/oauth2's own errors (missing access_token, malformed JSON)
+		// do not carry the response.
+		return fmt.Errorf("connector %s: %s: %w", c.cfg.Name, op, err)
+	}
+	return fmt.Errorf("connector %s: %s: %w", c.cfg.Name, op, err)
+}
+
+// errorCode keeps an RFC 6749 error code only if it looks like one, so that
+// nothing else a provider sends ends up in logs.
+func errorCode(s string) string {
+	if len(s) == 0 || len(s) > 64 {
+		return ""
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && r != '_' && (r < '0' || r > '9') && (r < 'A' || r > 'Z') {
+			return ""
+		}
+	}
+	return s
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(token URL)"
+	}
+	u.RawQuery, u.User, u.Fragment = "", nil, ""
+	return u.String()
+}

@@ -1,0 +1,62 @@
+package connector
+
+import (
+	"fmt"
+	"net/url"
+)
+
+// Preset fills in a provider's well-known settings. Values already set in
+// cfg win over the preset's, except that a preset's token request format is
+// always applied (the provider accepts nothing else).
+func Preset(cfg *Config, tenant string) error {
+	switch cfg.Provider {
+	case "":
+		if cfg.AuthStyle == "" {
+			cfg.AuthStyle = AuthBasic // RFC 6749 2.3.1: servers must support it
+		}
+		return nil
+	case "microsoft":
+		if tenant == "" {
+			tenant = "common"
+		}
+		base := "https://login.microsoftonline.com/" + url.PathEscape(tenant) + "/oauth2/v2.0/"
+		setDefault(&cfg.AuthURL, base+"authorize")
+		setDefault(&cfg.TokenURL, base+"token")
+		if len(cfg.Scopes) == 0 {
+			cfg.Scopes = []string{"https://graph.microsoft.com/.default", "offline_access"}
+		}
+		if cfg.AuthStyle == "" {
+			cfg.AuthStyle = AuthPost
+		}
+		return nil
+	case "notion":
+		setDefault(&cfg.AuthURL, "https://api.notion.com/v1/oauth/authorize")
+		setDefault(&cfg.TokenURL, "https://api.notion.com/v1/oauth/token")
+		cfg.AuthStyle = AuthBasic
+		cfg.TokenBody = BodyJSON
+		if cfg.TokenHeaders == nil {
+			cfg.TokenHeaders = map[string]string{}
+		}
+		if cfg.TokenHeaders["Notion-Version"] == "" {
+			cfg.TokenHeaders["Notion-Version"] = NotionVersion
+		}
+		if cfg.AuthParams == nil {
+			cfg.AuthParams = map[string]string{}
+		}
+		if cfg.AuthParams["owner"] == "" {
+			cfg.AuthParams["owner"] = "user"
+		}
+		return nil
+	default:
+		return fmt.Errorf("connector %s: unknown provider %q (known: microsoft, notion)", cfg.Name, cfg.Provider)
+	}
+}
+
+// NotionVersion is the Notion-Version header sent on Notion token requests.
+const NotionVersion = "2022-06-28"
+
+func setDefault(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}

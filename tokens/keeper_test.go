@@ -1,0 +1,435 @@
+package tokens
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
+	"github.com/caddy-oauthconn/caddy-oauthconn/filestore"
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+)
+
+// countingStore counts the calls that reach the store.
+type countingStore struct {
+	Store
+	gets, puts atomic.Int64
+	beforePut  func(path string) // runs before each Put, if set
+}
+
+func (s *countingStore) Get(ctx context.Context, p string) (kv.Entry, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, p)
+}
+
+func (s *countingStore) Put(ctx context.Context, p string, d map[string]string, cas int) (int, error) {
+	s.puts.Add(1)
+	if s.beforePut != nil {
+		s.beforePut(p)
+	}
+	return s.Store.Put(ctx, p, d, cas)
+}
+
+func newFileStore(t *testing.T) Store {
+	s, err := filestore.New(t.TempDir(), bytes.Repeat([]byte{9}, filestore.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// scriptedRefresher is the token endpoint as the Keeper sees it: it records
+// each refresh token it is handed and answers from a script.
+type scriptedRefresher struct {
+	mu     sync.Mutex
+	calls  []string
+	delay  time.Duration
+	answer func(n int, rt string) (*oauth2.Token, error)
+}
+
+func (r *scriptedRefresher) Refresh(_ context.Context, rt string) (*oauth2.Token, error) {
+	r.mu.Lock()
+	r.calls = append(r.calls, rt)
+	n := len(r.calls)
+	r.mu.Unlock()
+	time.Sleep(r.delay)
+	return r.answer(n, rt)
+}
+
+func (r *scriptedRefresher) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.calls)
+}
+
+// rotating issues at-N / rt-N with a one-hour lifetime.
+func rotating(now func() time.Time) func(int, string) (*oauth2.Token, error) {
+	return func(n int, _ string) (*oauth2.Token, error) {
+		return &oauth2.Token{AccessToken: fmt.Sprint("at-", n), RefreshToken: fmt.Sprint("rt-", n), TokenType: "bearer", Expiry: now().Add(time.Hour)}, nil
+	}
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+var demo = Key{Connector: "demo"}
+var policy = Policy{Margin: 5 * time.Minute, Cooldown: 30 * time.Second}
+
+func seed(t *testing.T, k *Keeper, at, rt string, expiry time.Time) {
+	t.Helper()
+	if _, err := k.Save(context.Background(), demo, &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: expiry}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFreshTokenTouchesNothing(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &countingStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	gets, puts := st.gets.Load(), st.puts.Load()
+	for range 10000 {
+		tok, err := k.Token(context.Background(), demo, r, policy)
+		if err != nil || tok.AccessToken != "at-0" {
+			t.Fatalf("Token = %q, %v", tok.AccessToken, err)
+		}
+	}
+	if st.gets.Load() != gets || st.puts.Load() != puts || r.count() != 0 {
+		t.Fatalf("hot path made %d gets, %d puts, %d refreshes", st.gets.Load()-gets, st.puts.Load()-puts, r.count())
+	}
+}
+
+func TestProactiveRefreshRotates(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+
+	// Past expiry minus margin, the token is still valid: it is served at
+	// once and refreshed in the background.
+	clk.Add(56 * time.Minute)
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "at-0" {
+		t.Fatalf("Token in margin = %q, %v; want the current token", tok.AccessToken, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tok, _ = k.Token(context.Background(), demo, r, policy)
+		if tok.AccessToken == "at-1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("background refresh never landed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.count() != 1 || r.calls[0] != "rt-0" {
+		t.Fatalf("refresh calls = %v", r.calls)
+	}
+	e, err := st.Get(context.Background(), "tokens/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Data["access_token"] != "at-1" || e.Data["refresh_token"] != "rt-1" || e.Data["expiry"] == "" {
+		t.Fatalf("store holds %v", e.Data)
+	}
+}
+
+func TestRefreshKeepsRefreshTokenWhenNoneReturned(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) {
+		return &oauth2.Token{AccessToken: "at-new", Expiry: clk.Now().Add(time.Hour)}, nil
+	}}
+	seed(t, k, "at-0", "rt-keep", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute) // expired: waits for the refresh
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "at-new" || tok.RefreshToken != "rt-keep" {
+		t.Fatalf("Token = %+v, %v", tok, err)
+	}
+	e, _ := st.Get(context.Background(), "tokens/demo")
+	if e.Data["refresh_token"] != "rt-keep" {
+		t.Fatalf("stored refresh token = %q", e.Data["refresh_token"])
+	}
+}
+
+func TestRefreshOutcomes(t *testing.T) {
+	tests := []struct {
+		name       string
+		expiresIn  time.Duration // of the seeded token, then the clock moves 2 minutes on
+		rt         string
+		answer     error
+		wantTok    string
+		wantErr    error
+		wantStored bool
+		wantUnavl  bool
+	}{
+		{name: "invalid_grant removes the token", expiresIn: time.Minute, rt: "rt",
+			answer: fmt.Errorf("x: %w", connector.ErrGrantRejected), wantErr: ErrAuthorizationRequired},
+		{name: "transient with valid token serves it", expiresIn: 150 * time.Second, rt: "rt",
+			answer: errors.New("connection refused"), wantTok: "at-0", wantStored: true},
+		{name: "transient with expired token is unavailable", expiresIn: time.Minute, rt: "rt",
+			answer: errors.New("503"), wantUnavl: true, wantStored: true},
+		{name: "expired without refresh token", expiresIn: time.Minute, rt: "",
+			wantErr: ErrAuthorizationRequired, wantStored: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			st := newFileStore(t)
+			k := NewKeeper(Options{Store: st, Now: clk.Now})
+			r := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) { return nil, tt.answer }}
+			seed(t, k, "at-0", tt.rt, clk.Now().Add(tt.expiresIn))
+			clk.Add(2 * time.Minute)
+			k.Forget(demo) // go through the store, as a restarted process would
+			tok, err := k.Token(context.Background(), demo, r, policy)
+			var ue *UnavailableError
+			switch {
+			case tt.wantUnavl:
+				if !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+					t.Fatalf("err = %v, want UnavailableError with RetryAfter", err)
+				}
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+			default:
+				if err != nil || tok.AccessToken != tt.wantTok {
+					t.Fatalf("Token = %q, %v; want %q", tok.AccessToken, err, tt.wantTok)
+				}
+			}
+			_, gerr := st.Get(context.Background(), "tokens/demo")
+			if stored := gerr == nil; stored != tt.wantStored {
+				t.Fatalf("token stored = %v, want %v", stored, tt.wantStored)
+			}
+			status, _ := k.Status(context.Background(), demo)
+			if tt.answer != nil && status.LastError == "" {
+				t.Fatal("status carries no last error")
+			}
+		})
+	}
+}
+
+func TestConcurrentExpiredRequestsRefreshOnce(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now), delay: 50 * time.Millisecond}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := k.Token(context.Background(), demo, r, policy)
+			if err != nil || tok.AccessToken != "at-1" {
+				bad.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if r.count() != 1 || bad.Load() != 0 {
+		t.Fatalf("refreshes = %d, failed requests = %d; want 1 and 0", r.count(), bad.Load())
+	}
+}
+
+func TestReplicasSharingAStoreRefreshOnce(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	r := &scriptedRefresher{answer: rotating(clk.Now), delay: 100 * time.Millisecond}
+	var replicas []*Keeper
+	for range 3 {
+		replicas = append(replicas, NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()}))
+	}
+	seed(t, replicas[0], "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for _, k := range replicas {
+		for range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tok, err := k.Token(context.Background(), demo, r, policy)
+				if err != nil || tok.AccessToken != "at-1" {
+					bad.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if r.count() != 1 || bad.Load() != 0 {
+		t.Fatalf("refreshes = %d (%v), failed = %d; want 1 and 0", r.count(), r.calls, bad.Load())
+	}
+}
+
+func TestCASConflictRereads(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &countingStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	// A reconnect lands between our refresh and our write.
+	var once sync.Once
+	st.beforePut = func(p string) {
+		if p != "tokens/demo" {
+			return
+		}
+		once.Do(func() {
+			other := NewKeeper(Options{Store: st.Store, Now: clk.Now, Cache: NewCache()})
+			if _, err := other.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-reconnected", RefreshToken: "rt-r", Expiry: clk.Now().Add(time.Hour)}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "at-reconnected" {
+		t.Fatalf("Token = %q, %v; want the reconnected token", tok.AccessToken, err)
+	}
+	e, _ := st.Store.Get(context.Background(), "tokens/demo")
+	if e.Data["access_token"] != "at-reconnected" {
+		t.Fatalf("store holds %q; the reconnect was overwritten", e.Data["access_token"])
+	}
+}
+
+func TestRejected(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	ctx := context.Background()
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+
+	// A 401 for the current token refreshes once.
+	tok, err := k.Rejected(ctx, demo, r, policy, "at-0")
+	if err != nil || tok.AccessToken != "at-1" || r.count() != 1 {
+		t.Fatalf("Rejected(current) = %q, %v after %d refreshes", tok.AccessToken, err, r.count())
+	}
+	// A late 401 for the old token retries with the current one, no refresh.
+	tok, err = k.Rejected(ctx, demo, r, policy, "at-0")
+	if err != nil || tok.AccessToken != "at-1" || r.count() != 1 {
+		t.Fatalf("Rejected(old) = %q, %v after %d refreshes", tok.AccessToken, err, r.count())
+	}
+	// Within the cooldown, a 401 for the new token passes through.
+	if _, err := k.Rejected(ctx, demo, r, policy, "at-1"); !errors.Is(err, ErrNoRetry) || r.count() != 1 {
+		t.Fatalf("Rejected in cooldown: err = %v after %d refreshes", err, r.count())
+	}
+	// An endpoint that always answers 401 costs one refresh per cooldown.
+	for i := range 10 {
+		clk.Add(10 * time.Second)
+		cur, _ := k.Token(ctx, demo, r, policy)
+		k.Rejected(ctx, demo, r, policy, cur.AccessToken)
+		_ = i
+	}
+	if got := r.count(); got < 3 || got > 5 {
+		t.Fatalf("100 s of constant 401s caused %d refreshes; want one per 30 s cooldown", got)
+	}
+}
+
+func TestTokenWithoutExpiry(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "notion-at", "", time.Time{})
+	clk.Add(365 * 24 * time.Hour)
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "notion-at" || r.count() != 0 {
+		t.Fatalf("Token = %q, %v, %d refreshes", tok.AccessToken, err, r.count())
+	}
+	// Nothing to refresh with: the 401 passes through.
+	if _, err := k.Rejected(context.Background(), demo, r, policy, "notion-at"); !errors.Is(err, ErrNoRetry) && !errors.Is(err, ErrAuthorizationRequired) {
+		t.Fatalf("Rejected without refresh token: %v", err)
+	}
+}
+
+func TestMissingConnection(t *testing.T) {
+	st := &countingStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st})
+	r := &scriptedRefresher{}
+	for range 100 {
+		if _, err := k.Token(context.Background(), demo, r, policy); !errors.Is(err, ErrAuthorizationRequired) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	// The store is asked once, then the answer is cached briefly.
+	if st.gets.Load() > 2 {
+		t.Fatalf("100 requests for a missing connection made %d store reads", st.gets.Load())
+	}
+}
+
+func TestDueAt(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		tok    Token
+		margin time.Duration
+		want   time.Time
+	}{
+		{"no expiry", Token{}, time.Minute, time.Time{}},
+		{"margin", Token{Expiry: t0.Add(time.Hour), ObtainedAt: t0}, 5 * time.Minute, t0.Add(55 * time.Minute)},
+		{"short lifetime caps margin", Token{Expiry: t0.Add(6 * time.Second), ObtainedAt: t0}, 5 * time.Minute, t0.Add(4 * time.Second)},
+		{"unknown issue time", Token{Expiry: t0.Add(time.Hour)}, 5 * time.Minute, t0.Add(55 * time.Minute)},
+	}
+	for _, tt := range tests {
+		if got := tt.tok.DueAt(tt.margin); !got.Equal(tt.want) {
+			t.Errorf("%s: DueAt = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	in := Token{AccessToken: "a", RefreshToken: "r", TokenType: "bearer", Scope: "x y", Expiry: t0, RefreshExpiry: t0.Add(time.Hour), ObtainedAt: t0, ConnectedAt: t0}
+	out, err := tokenFromRecord(in.record())
+	if err != nil || out != in {
+		t.Fatalf("round trip = %+v, %v", out, err)
+	}
+	m := in.record()
+	m["schema"] = "9"
+	if _, err := tokenFromRecord(m); err == nil {
+		t.Fatal("unknown schema version accepted")
+	}
+	if _, ok := (Token{AccessToken: "a"}).record()["expiry"]; ok {
+		t.Fatal("unknown expiry written")
+	}
+}
+
+func TestFromOAuth2RefreshExpiry(t *testing.T) {
+	t0 := time.Now()
+	ot := (&oauth2.Token{AccessToken: "a", RefreshToken: "r"}).WithExtra(map[string]any{"refresh_token_expires_in": float64(600), "scope": "s"})
+	got := FromOAuth2(ot, Token{}, t0)
+	if !got.RefreshExpiry.Equal(t0.Add(10*time.Minute)) || got.Scope != "s" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestKeyValidate(t *testing.T) {
+	for _, k := range []Key{{Connector: ""}, {Connector: ".."}, {Connector: "a/b"}, {Connector: "a", Subject: ".."}, {Connector: "a", Subject: "x/y"}, {Connector: "a", Subject: "\n"}} {
+		if k.Validate() == nil {
+			t.Errorf("Key %+v accepted", k)
+		}
+	}
+	if err := (Key{Connector: "demo", Subject: "alice@example.com"}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,195 @@
+// Package tokens keeps connections' tokens fresh. A connection is a connector
+// plus a subject (empty for the shared, org-wide connection). The Keeper
+// caches each connection's token in memory, reads and writes it in a kv store
+// with check-and-set, refreshes it ahead of expiry one refresh at a time (in
+// this process through singleflight, across replicas through a lease record
+// in the store), and decides what an upstream 401 should cost.
+package tokens
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+)
+
+// Key names a connection.
+type Key struct {
+	// Connector is the connector's name.
+	Connector string
+	// Subject is the user or tenant the connection acts for; empty for the
+	// shared connection.
+	Subject string
+}
+
+func (k Key) String() string {
+	if k.Subject == "" {
+		return k.Connector
+	}
+	return k.Connector + "/" + k.Subject
+}
+
+// Validate checks that both parts can be stored without reaching another
+// connection's records.
+func (k Key) Validate() error {
+	if err := kv.Segment(k.Connector); err != nil {
+		return fmt.Errorf("connector name: %w", err)
+	}
+	if k.Subject != "" {
+		if err := kv.Segment(k.Subject); err != nil {
+			return fmt.Errorf("subject: %w", err)
+		}
+	}
+	return nil
+}
+
+func (k Key) tokenPath() string { return "tokens/" + k.String() }
+func (k Key) leasePath() string { return "leases/" + k.String() }
+
+// Token is a connection's stored token set. Every field but AccessToken is
+// optional: providers differ in what they return.
+type Token struct {
+	AccessToken  string
+	RefreshToken string
+	// TokenType is what the provider said; requests always use "Bearer".
+	TokenType string
+	Scope     string
+	// Expiry is when the access token expires; zero if the provider did
+	// not say (such tokens are refreshed only after an upstream 401).
+	Expiry time.Time
+	// RefreshExpiry is when the refresh token expires, if the provider said.
+	RefreshExpiry time.Time
+	// ObtainedAt is when the access token was issued to us.
+	ObtainedAt time.Time
+	// ConnectedAt is when the connection was authorized.
+	ConnectedAt time.Time
+}
+
+// schemaVersion is written into every token record.
+const schemaVersion = "1"
+
+// Usable reports whether the access token may still be sent at now.
+func (t Token) Usable(now time.Time) bool {
+	return t.AccessToken != "" && (t.Expiry.IsZero() || now.Before(t.Expiry))
+}
+
+// Refreshable reports whether a refresh can be tried at now.
+func (t Token) Refreshable(now time.Time) bool {
+	return t.RefreshToken != "" && (t.RefreshExpiry.IsZero() || now.Before(t.RefreshExpiry))
+}
+
+// DueAt returns when the token should be refreshed, given the refresh margin:
+// margin before expiry, but never earlier than two thirds into the token's
+// lifetime, so short-lived tokens are not refreshed on every request. A token
+// with no expiry is never due (zero time).
+func (t Token) DueAt(margin time.Duration) time.Time {
+	if t.Expiry.IsZero() {
+		return time.Time{}
+	}
+	if !t.ObtainedAt.IsZero() {
+		if life := t.Expiry.Sub(t.ObtainedAt); life > 0 && margin > life/3 {
+			margin = life / 3
+		}
+	}
+	return t.Expiry.Add(-margin)
+}
+
+func (t Token) due(now time.Time, margin time.Duration) bool {
+	d := t.DueAt(margin)
+	return !d.IsZero() && !now.Before(d)
+}
+
+// FromOAuth2 converts a token endpoint response received at now. A
+// response without a refresh token keeps prev's (RFC 6749 6: the server
+// may keep the refresh token unchanged); one with a new refresh token
+// replaces it (rotation).
+func FromOAuth2(ot *oauth2.Token, prev Token, now time.Time) Token {
+	t := Token{
+		AccessToken:  ot.AccessToken,
+		RefreshToken: ot.RefreshToken,
+		TokenType:    ot.TokenType,
+		Expiry:       ot.Expiry,
+		ObtainedAt:   now,
+		ConnectedAt:  prev.ConnectedAt,
+	}
+	if s, ok := ot.Extra("scope").(string); ok {
+		t.Scope = s
+	} else {
+		t.Scope = prev.Scope
+	}
+	if t.RefreshToken == "" {
+		t.RefreshToken = prev.RefreshToken
+		t.RefreshExpiry = prev.RefreshExpiry
+	}
+	if secs := extraSeconds(ot, "refresh_token_expires_in"); secs > 0 {
+		t.RefreshExpiry = now.Add(time.Duration(secs) * time.Second)
+	}
+	if t.ConnectedAt.IsZero() {
+		t.ConnectedAt = now
+	}
+	return t
+}
+
+func extraSeconds(ot *oauth2.Token, key string) int64 {
+	switch v := ot.Extra(key).(type) {
+	case float64:
+		return int64(v)
+	case string:
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func (t Token) record() map[string]string {
+	m := map[string]string{"schema": schemaVersion, "access_token": t.AccessToken}
+	put := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	putTime := func(k string, v time.Time) {
+		if !v.IsZero() {
+			m[k] = v.UTC().Format(time.RFC3339)
+		}
+	}
+	put("refresh_token", t.RefreshToken)
+	put("token_type", t.TokenType)
+	put("scope", t.Scope)
+	putTime("expiry", t.Expiry)
+	putTime("refresh_expiry", t.RefreshExpiry)
+	putTime("obtained_at", t.ObtainedAt)
+	putTime("connected_at", t.ConnectedAt)
+	return m
+}
+
+func tokenFromRecord(m map[string]string) (Token, error) {
+	if v := m["schema"]; v != "" && v != schemaVersion {
+		return Token{}, fmt.Errorf("token record has schema version %q; this build reads %q", v, schemaVersion)
+	}
+	t := Token{
+		AccessToken:  m["access_token"],
+		RefreshToken: m["refresh_token"],
+		TokenType:    m["token_type"],
+		Scope:        m["scope"],
+	}
+	for field, dst := range map[string]*time.Time{
+		"expiry": &t.Expiry, "refresh_expiry": &t.RefreshExpiry,
+		"obtained_at": &t.ObtainedAt, "connected_at": &t.ConnectedAt,
+	} {
+		if s := m[field]; s != "" {
+			v, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				return Token{}, fmt.Errorf("token record field %s: not an RFC 3339 time", field)
+			}
+			*dst = v
+		}
+	}
+	if t.AccessToken == "" && t.RefreshToken == "" {
+		return Token{}, fmt.Errorf("token record holds neither an access nor a refresh token")
+	}
+	return t, nil
+}

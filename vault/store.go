@@ -1,0 +1,215 @@
+// Package vault keeps caddy-oauthconn's records in HashiCorp Vault's KV
+// version 2 secrets engine. Every write is a check-and-set write, and deletes
+// remove a record's metadata so that no old version (an old refresh token,
+// say) lingers in the secret's history.
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+)
+
+// Config says which Vault to talk to and where the records live.
+type Config struct {
+	// Address is Vault's URL. Empty: VAULT_ADDR, then Vault's default.
+	Address string
+	// Token is the Vault token. Empty: VAULT_TOKEN.
+	Token string
+	// Mount is the KV v2 mount path. Empty: "secret".
+	Mount string
+	// Prefix is the folder below the mount that holds every record.
+	// Empty: "caddy-oauthconn".
+	Prefix string
+	// Namespace is the Vault Enterprise namespace, if any.
+	Namespace string
+}
+
+// Store is a kv.Store on Vault KV v2. It is safe for concurrent use.
+type Store struct {
+	client *api.Client
+	kv     *api.KVv2
+	mount  string
+	prefix string
+}
+
+// New makes a Store. It does not contact Vault.
+func New(cfg Config) (*Store, error) {
+	vc := api.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault: reading environment: %w", vc.Error)
+	}
+	if cfg.Address != "" {
+		vc.Address = cfg.Address
+	}
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault: creating client: %w", err)
+	}
+	if cfg.Token != "" {
+		client.SetToken(cfg.Token)
+	}
+	if cfg.Namespace != "" {
+		client.SetNamespace(cfg.Namespace)
+	}
+	mount := strings.Trim(cfg.Mount, "/")
+	if mount == "" {
+		mount = "secret"
+	}
+	prefix := strings.Trim(cfg.Prefix, "/")
+	if prefix == "" {
+		prefix = "caddy-oauthconn"
+	}
+	return &Store{client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix}, nil
+}
+
+// Client returns the underlying Vault client.
+func (s *Store) Client() *api.Client { return s.client }
+
+// Address returns the Vault address the store talks to.
+func (s *Store) Address() string { return s.client.Address() }
+
+// Location names the store for humans and for sharing in-memory state between
+// configurations that point at the same records: address, mount and prefix.
+func (s *Store) Location() string {
+	return "vault:" + s.client.Address() + "/" + s.mount + "/" + s.prefix
+}
+
+func (s *Store) full(p string) string { return path.Join(s.prefix, p) }
+
+// Get implements kv.Store.
+func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
+	sec, err := s.kv.Get(ctx, s.full(p))
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return kv.Entry{}, kv.ErrNotFound
+	}
+	if err != nil {
+		return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, cleanErr(err))
+	}
+	version := 0
+	if sec.VersionMetadata != nil {
+		version = sec.VersionMetadata.Version
+	}
+	if sec.Data == nil {
+		// The latest version was soft-deleted: nothing to read, but a
+		// create must name the version it replaces.
+		return kv.Entry{Version: version}, kv.ErrNotFound
+	}
+	data := make(map[string]string, len(sec.Data))
+	for k, v := range sec.Data {
+		s, ok := v.(string)
+		if !ok {
+			return kv.Entry{}, fmt.Errorf("vault: reading %s: field %q is %T, not a string", p, k, v)
+		}
+		data[k] = s
+	}
+	return kv.Entry{Data: data, Version: version}, nil
+}
+
+// Put implements kv.Store with a KV v2 check-and-set write.
+func (s *Store) Put(ctx context.Context, p string, data map[string]string, cas int) (int, error) {
+	m := make(map[string]any, len(data))
+	for k, v := range data {
+		m[k] = v
+	}
+	sec, err := s.kv.Put(ctx, s.full(p), m, api.WithCheckAndSet(cas))
+	if err != nil {
+		if isCASMismatch(err) {
+			return 0, fmt.Errorf("vault: writing %s: %w", p, kv.ErrConflict)
+		}
+		return 0, fmt.Errorf("vault: writing %s: %w", p, cleanErr(err))
+	}
+	if sec == nil || sec.VersionMetadata == nil {
+		return 0, fmt.Errorf("vault: writing %s: response carries no version", p)
+	}
+	return sec.VersionMetadata.Version, nil
+}
+
+// Delete implements kv.Store by deleting the secret's metadata, which removes
+// every version.
+func (s *Store) Delete(ctx context.Context, p string) error {
+	if err := s.kv.DeleteMetadata(ctx, s.full(p)); err != nil {
+		return fmt.Errorf("vault: deleting %s: %w", p, cleanErr(err))
+	}
+	return nil
+}
+
+// List implements kv.Store.
+func (s *Store) List(ctx context.Context, dir string) ([]string, error) {
+	sec, err := s.client.Logical().ListWithContext(ctx, s.mount+"/metadata/"+s.full(dir))
+	if err != nil {
+		return nil, fmt.Errorf("vault: listing %s: %w", dir, cleanErr(err))
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, nil
+	}
+	raw, _ := sec.Data["keys"].([]any)
+	names := make([]string, 0, len(raw))
+	for _, k := range raw {
+		if name, ok := k.(string); ok && !strings.HasSuffix(name, "/") {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// Health checks that Vault answers and is unsealed.
+func (s *Store) Health(ctx context.Context) error {
+	h, err := s.client.Sys().HealthWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("vault: health: %w", cleanErr(err))
+	}
+	if !h.Initialized || h.Sealed {
+		return fmt.Errorf("vault: health: initialized=%t sealed=%t", h.Initialized, h.Sealed)
+	}
+	return nil
+}
+
+func isCASMismatch(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusBadRequest {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, "check-and-set") {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanErr reduces a Vault response error to its status and Vault's own
+// messages. Vault's errors never carry the client token, but they do repeat
+// the request URL; the path is already part of our wrapping.
+func cleanErr(err error) error {
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return &responseError{status: re.StatusCode, messages: re.Errors}
+	}
+	return err
+}
+
+type responseError struct {
+	status   int
+	messages []string
+}
+
+func (e *responseError) Error() string {
+	if len(e.messages) == 0 {
+		return fmt.Sprintf("status %d", e.status)
+	}
+	return fmt.Sprintf("status %d: %s", e.status, strings.Join(e.messages, "; "))
+}
+
+// StatusCode returns the HTTP status Vault answered with.
+func (e *responseError) StatusCode() int { return e.status }
+
+// Interface guard.
+var _ kv.Store = (*Store)(nil)
