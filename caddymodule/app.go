@@ -1,0 +1,274 @@
+// Package caddymodule plugs caddy-oauthconn into Caddy: the oauthconn app
+// (connectors, the record store and the shared token cache), the
+// oauthconn_connect handler that runs the authorization code grant, the
+// oauthconn_proxy handler that sends apps' requests upstream with a fresh
+// Bearer token, and their Caddyfile syntax. The protocol and token logic
+// lives in the packages connector, flow and tokens, which do not import
+// Caddy.
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the oauthconn app: the connectors, where their tokens and pending
+// authorizations are kept, and the in-memory token cache that the
+// oauthconn_connect and oauthconn_proxy handlers share.
+type App struct {
+	// PublicURL is the URL at which browsers and apps reach this server,
+	// such as https://connect.example.com. The default callback URL is
+	// {public_url}{base_path}/callback. Placeholders such as {env.X} are
+	// expanded.
+	PublicURL string `json:"public_url,omitempty"`
+
+	// BasePath is the path below which oauthconn_connect serves its
+	// routes. Default: /oauth.
+	BasePath string `json:"base_path,omitempty"`
+
+	// StoreRaw is where tokens and pending authorizations are kept: a
+	// module in the oauthconn.stores namespace. Default: the embedded
+	// encrypted file store in Caddy's data directory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=oauthconn.stores inline_key=module"`
+
+	// Connectors are the OAuth 2.0 client registrations, by name.
+	Connectors map[string]*Connector `json:"connectors,omitempty"`
+
+	// FlowTTL is how long a started authorization may take before its
+	// state expires. Default: 10m.
+	FlowTTL caddy.Duration `json:"flow_ttl,omitempty"`
+
+	// SweepInterval is how often expired authorization states are deleted
+	// from the store. Default: 1m.
+	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
+
+	store     RecordStore
+	keeper    *tokens.Keeper
+	flows     *flow.Flows
+	public    *url.URL
+	poolKey   string
+	logger    *zap.Logger
+	ctx       caddy.Context
+	stopSweep context.CancelFunc
+	sweepDone chan struct{}
+}
+
+// RecordStore is a kv.Store that can name where it keeps its records.
+type RecordStore interface {
+	kv.Store
+	// Location identifies the records, so that configurations pointing at
+	// the same records share one token cache.
+	Location() string
+}
+
+// StoreOpener is implemented by modules in the oauthconn.stores namespace.
+type StoreOpener interface {
+	// OpenStore returns the store. It must not contact the network.
+	OpenStore() (RecordStore, error)
+}
+
+// caches holds token caches by store location, so cached tokens and
+// in-flight refreshes survive config reloads.
+var caches = caddy.NewUsagePool()
+
+type pooledCache struct{ *tokens.Cache }
+
+func (pooledCache) Destruct() error { return nil }
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "oauthconn",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision sets up the app. It reads files (the embedded store's key) but
+// does not contact the network.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+
+	a.PublicURL = strings.TrimRight(repl.ReplaceKnown(a.PublicURL, ""), "/")
+	if a.PublicURL != "" {
+		u, err := url.Parse(a.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("oauthconn: public_url %q must be an absolute http(s) URL", a.PublicURL)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("oauthconn: public_url %q must not have a query or fragment", a.PublicURL)
+		}
+		a.public = u
+	}
+	if a.BasePath == "" {
+		a.BasePath = "/oauth"
+	}
+	a.BasePath = "/" + strings.Trim(a.BasePath, "/")
+	if a.FlowTTL == 0 {
+		a.FlowTTL = caddy.Duration(flow.DefaultTTL)
+	}
+	if a.SweepInterval == 0 {
+		a.SweepInterval = caddy.Duration(time.Minute)
+	}
+
+	// The store.
+	var opener StoreOpener
+	if a.StoreRaw != nil {
+		mod, err := ctx.LoadModule(a, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("oauthconn: loading store: %w", err)
+		}
+		opener = mod.(StoreOpener)
+	} else {
+		opener = &FileStore{Path: filepath.Join(caddy.AppDataDir(), "oauthconn")}
+	}
+	store, err := opener.OpenStore()
+	if err != nil {
+		return fmt.Errorf("oauthconn: opening store: %w", err)
+	}
+	a.store = store
+
+	// The token cache, shared with earlier configurations on this store.
+	a.poolKey = store.Location()
+	val, _, err := caches.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
+		return pooledCache{tokens.NewCache()}, nil
+	})
+	if err != nil {
+		return err
+	}
+	a.keeper = tokens.NewKeeper(tokens.Options{
+		Cache:   val.(pooledCache).Cache,
+		Store:   store,
+		Logger:  a.logger.Named("tokens"),
+		Context: ctx,
+	})
+	a.flows = flow.New(store, time.Duration(a.FlowTTL), nil)
+
+	// The connectors.
+	for name, c := range a.Connectors {
+		if c == nil {
+			return fmt.Errorf("oauthconn: connector %s: empty definition", name)
+		}
+		if err := c.provision(name, a, repl); err != nil {
+			return fmt.Errorf("oauthconn: %w", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks the configuration; it is fast and makes no network calls.
+func (a *App) Validate() error {
+	for _, name := range a.connectorNames() {
+		if a.Connectors[name].conn != nil && a.public == nil && a.Connectors[name].RedirectURI == "" {
+			return fmt.Errorf("oauthconn: connector %s: public_url (or the connector's redirect_uri) is required", name)
+		}
+	}
+	return nil
+}
+
+// Start starts the sweeper of expired authorization states.
+func (a *App) Start() error {
+	for _, name := range a.connectorNames() {
+		if c := a.Connectors[name]; c.conn == nil {
+			a.logger.Warn("connector is unconfigured: client_id is empty; its routes answer 503 until it is set",
+				zap.String("connector", name))
+		}
+	}
+	a.logger.Info("oauthconn started", zap.String("store", a.store.Location()),
+		zap.Int("connectors", len(a.Connectors)), zap.String("base_path", a.BasePath))
+	ctx, cancel := context.WithCancel(a.ctx)
+	a.stopSweep = cancel
+	a.sweepDone = make(chan struct{})
+	go a.sweep(ctx, time.Duration(a.SweepInterval))
+	return nil
+}
+
+// Stop stops the sweeper and waits for it.
+func (a *App) Stop() error {
+	if a.stopSweep != nil {
+		a.stopSweep()
+		<-a.sweepDone
+	}
+	return nil
+}
+
+// Cleanup releases this configuration's hold on the shared token cache.
+func (a *App) Cleanup() error {
+	if a.poolKey != "" {
+		_, err := caches.Delete(a.poolKey)
+		return err
+	}
+	return nil
+}
+
+func (a *App) sweep(ctx context.Context, every time.Duration) {
+	defer close(a.sweepDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := a.flows.Sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			a.logger.Warn("sweeping expired authorization states", zap.Error(err))
+		}
+		if n > 0 {
+			a.logger.Debug("swept expired authorization states", zap.Int("deleted", n))
+		}
+	}
+}
+
+func (a *App) connectorNames() []string {
+	names := make([]string, 0, len(a.Connectors))
+	for n := range a.Connectors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// authorizeURL is where an app or person starts authorizing connector name.
+func (a *App) authorizeURL(name string) string {
+	return a.PublicURL + a.BasePath + "/connectors/" + url.PathEscape(name) + "/authorize"
+}
+
+// secureCookies reports whether flow cookies get the Secure attribute.
+func (a *App) secureCookies() bool { return a.public != nil && a.public.Scheme == "https" }
+
+// appFrom gets the oauthconn app for a handler.
+func appFrom(ctx caddy.Context) (*App, error) {
+	v, err := ctx.App("oauthconn")
+	if err != nil {
+		return nil, fmt.Errorf("getting oauthconn app: %w", err)
+	}
+	return v.(*App), nil
+}
+
+// Interface guards.
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,401 @@
+package caddymodule
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("oauthconn", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("oauthconn_connect", parseConnect)
+	httpcaddyfile.RegisterHandlerDirective("oauthconn_proxy", parseProxy)
+	httpcaddyfile.RegisterDirectiveOrder("oauthconn_connect", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterDirectiveOrder("oauthconn_proxy", httpcaddyfile.After, "reverse_proxy")
+}
+
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the oauthconn global option may be given only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "oauthconn", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the oauthconn global option:
+//
+//	oauthconn {
+//		public_url     <url>
+//		base_path      <path>
+//		flow_ttl       <duration>
+//		sweep_interval <duration>
+//		store vault {
+//			address   <url>
+//			token     <token>
+//			mount     <path>
+//			prefix    <path>
+//			namespace <namespace>
+//		}
+//		store file {
+//			path     <directory>
+//			key      <base64 key>
+//			key_file <path>
+//		}
+//		connector <name> {
+//			provider            microsoft|notion
+//			tenant              <tenant>
+//			authorization_url   <url>
+//			token_url           <url>
+//			client_id           <id>
+//			client_secret       <secret>
+//			scopes              <scope...>
+//			auth_style          basic|post
+//			redirect_uri        <url>
+//			pkce                on|off
+//			refresh_margin      <duration>
+//			refresh_cooldown    <duration>
+//			authorization_param <name> <value>
+//			token_header        <name> <value>
+//		}
+//	}
+//
+// connector may be repeated, with distinct names. Values may use
+// placeholders such as {env.CLIENT_SECRET}.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "public_url":
+			if err := oneArg(d, &a.PublicURL); err != nil {
+				return err
+			}
+		case "base_path":
+			if err := oneArg(d, &a.BasePath); err != nil {
+				return err
+			}
+			if !strings.HasPrefix(a.BasePath, "/") {
+				return d.Errf("base_path %q must start with /", a.BasePath)
+			}
+		case "flow_ttl":
+			if err := durationArg(d, &a.FlowTTL); err != nil {
+				return err
+			}
+		case "sweep_interval":
+			if err := durationArg(d, &a.SweepInterval); err != nil {
+				return err
+			}
+		case "store":
+			if a.StoreRaw != nil {
+				return d.Err("store may be given only once")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, "oauthconn.stores."+name)
+			if err != nil {
+				return d.Errf("store %s: %v", name, err)
+			}
+			a.StoreRaw = caddyconfig.JSONModuleObject(mod, "module", name, nil)
+		case "connector":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, dup := a.Connectors[name]; dup {
+				return d.Errf("connector %s is defined twice", name)
+			}
+			c := new(Connector)
+			if err := c.unmarshalCaddyfile(d, name); err != nil {
+				return err
+			}
+			if a.Connectors == nil {
+				a.Connectors = map[string]*Connector{}
+			}
+			a.Connectors[name] = c
+		default:
+			return d.Errf("unrecognized oauthconn option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch opt := d.Val(); opt {
+		case "provider":
+			err = oneArg(d, &c.Provider)
+			if err == nil && c.Provider != "microsoft" && c.Provider != "notion" {
+				err = d.Errf("connector %s: unknown provider %q (known: microsoft, notion)", name, c.Provider)
+			}
+		case "tenant":
+			err = oneArg(d, &c.Tenant)
+		case "authorization_url":
+			err = oneArg(d, &c.AuthorizationURL)
+		case "token_url":
+			err = oneArg(d, &c.TokenURL)
+		case "client_id":
+			err = oneArg(d, &c.ClientID)
+		case "client_secret":
+			err = oneArg(d, &c.ClientSecret)
+		case "redirect_uri":
+			err = oneArg(d, &c.RedirectURI)
+		case "scopes":
+			c.Scopes = d.RemainingArgs()
+			if len(c.Scopes) == 0 {
+				err = d.ArgErr()
+			}
+		case "auth_style":
+			err = oneArg(d, &c.AuthStyle)
+			if err == nil && c.AuthStyle != "basic" && c.AuthStyle != "post" {
+				err = d.Errf("connector %s: auth_style must be basic or post, got %q", name, c.AuthStyle)
+			}
+		case "pkce":
+			var v string
+			if err = oneArg(d, &v); err == nil {
+				switch v {
+				case "on":
+					c.PKCE = nil
+				case "off":
+					off := false
+					c.PKCE = &off
+				default:
+					err = d.Errf("connector %s: pkce must be on or off, got %q", name, v)
+				}
+			}
+		case "refresh_margin":
+			err = durationArg(d, &c.RefreshMargin)
+		case "refresh_cooldown":
+			err = durationArg(d, &c.RefreshCooldown)
+		case "authorization_param", "token_header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("connector %s: %s takes a name and a value", name, opt)
+			}
+			m := &c.AuthorizationParams
+			if opt == "token_header" {
+				m = &c.TokenHeaders
+			}
+			if *m == nil {
+				*m = map[string]string{}
+			}
+			(*m)[args[0]] = args[1]
+		default:
+			return d.Errf("connector %s: unrecognized option %q", name, opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the Vault store:
+//
+//	store vault {
+//		address   <url>
+//		token     <token>
+//		mount     <path>
+//		prefix    <path>
+//		namespace <namespace>
+//	}
+func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "address":
+			err = oneArg(d, &v.Address)
+		case "token":
+			err = oneArg(d, &v.Token)
+		case "mount":
+			err = oneArg(d, &v.Mount)
+		case "prefix":
+			err = oneArg(d, &v.Prefix)
+		case "namespace":
+			err = oneArg(d, &v.Namespace)
+		default:
+			return d.Errf("store vault: unrecognized option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the embedded file store:
+//
+//	store file {
+//		path     <directory>
+//		key      <base64 key>
+//		key_file <path>
+//	}
+func (f *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "path":
+			err = oneArg(d, &f.Path)
+		case "key":
+			err = oneArg(d, &f.Key)
+		case "key_file":
+			err = oneArg(d, &f.KeyFile)
+		default:
+			return d.Errf("store file: unrecognized option %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if f.Key != "" && f.KeyFile != "" {
+		return d.Err("store file: give key or key_file, not both")
+	}
+	return nil
+}
+
+func parseConnect(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	c := new(ConnectHandler)
+	err := c.UnmarshalCaddyfile(h.Dispenser)
+	return c, err
+}
+
+// UnmarshalCaddyfile sets up the handler:
+//
+//	oauthconn_connect [<matcher>]
+//
+// It serves the routes below the oauthconn app's base_path (default /oauth),
+// so the usual matcher is /oauth/*.
+func (h *ConnectHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Err("oauthconn_connect takes no block")
+	}
+	return nil
+}
+
+func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(ProxyHandler)
+	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	if p.ReverseProxy != nil {
+		if err := p.ReverseProxy.FinalizeUnmarshalCaddyfile(h); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// UnmarshalCaddyfile sets up the handler:
+//
+//	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
+//		replay_limit <size>
+//		# …any reverse_proxy subdirective: header_up, header_down,
+//		# transport, timeouts, handle_response, …
+//	}
+//
+// The upstream URL is fixed (to and dynamic are not allowed). Use it inside
+// handle_path so the app's paths map onto the API's, for example
+// handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
+func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	directive := d.Token()
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("oauthconn_proxy takes a connector name and an upstream URL, got %d arguments", len(args))
+	}
+	p.Connector, p.Upstream = args[0], args[1]
+
+	// Subdirectives other than ours are reverse_proxy's: collect their
+	// tokens into a reverse_proxy directive and let it parse them.
+	var open caddyfile.Token
+	var forward []caddyfile.Token
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if open.Text == "" {
+			d.Prev()
+			open = d.Token()
+			d.Next()
+		}
+		switch d.Val() {
+		case "replay_limit":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(s)
+			if err != nil {
+				return d.Errf("replay_limit %q: %v", s, err)
+			}
+			p.ReplayLimit = int64(n)
+		case "to", "dynamic":
+			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
+		default:
+			forward = append(forward, d.NextSegment()...)
+		}
+	}
+	if len(forward) == 0 {
+		return nil
+	}
+	rpName := directive
+	rpName.Text = "reverse_proxy"
+	toks := append([]caddyfile.Token{rpName, open}, forward...)
+	toks = append(toks, d.Token()) // the closing brace
+	p.ReverseProxy = new(reverseproxy.Handler)
+	return p.ReverseProxy.UnmarshalCaddyfile(caddyfile.NewDispenser(toks))
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("bad duration %q: %v", s, err)
+	}
+	if v <= 0 {
+		return d.Errf("duration %q must be positive", s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*VaultStore)(nil)
+	_ caddyfile.Unmarshaler = (*FileStore)(nil)
+	_ caddyfile.Unmarshaler = (*ConnectHandler)(nil)
+	_ caddyfile.Unmarshaler = (*ProxyHandler)(nil)
+)

@@ -1,0 +1,305 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
+	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
+)
+
+func init() {
+	caddy.RegisterModule(ConnectHandler{})
+}
+
+// ConnectHandler serves the authorization code grant below the app's base
+// path (default /oauth):
+//
+//	POST {base}/connectors/{name}/authorize   JSON {"authorization_url": …}
+//	GET  {base}/connectors/{name}/authorize   302 to the provider
+//	GET  {base}/callback                      the provider's redirect back
+//	GET  {base}/connectors                    connectors and their status, JSON
+//	GET  {base}/                              the same as a page
+//
+// Requests outside the base path go to the next handler.
+type ConnectHandler struct {
+	app    *App
+	mux    *http.ServeMux
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (ConnectHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oauthconn_connect",
+		New: func() caddy.Module { return new(ConnectHandler) },
+	}
+}
+
+// Provision finds the oauthconn app and builds the routes.
+func (h *ConnectHandler) Provision(ctx caddy.Context) error {
+	app, err := appFrom(ctx)
+	if err != nil {
+		return err
+	}
+	h.app = app
+	h.logger = ctx.Logger()
+	b := app.BasePath
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+b+"/connectors/{name}/authorize", h.authorize)
+	mux.HandleFunc("GET "+b+"/connectors/{name}/authorize", h.authorize)
+	mux.HandleFunc("GET "+b+"/callback", h.callback)
+	mux.HandleFunc("GET "+b+"/connectors", h.list)
+	mux.HandleFunc("GET "+b+"/{$}", h.page)
+	mux.HandleFunc(b+"/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no such oauthconn route"})
+	})
+	h.mux = mux
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *ConnectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if p := r.URL.Path; p != h.app.BasePath && !strings.HasPrefix(p, h.app.BasePath+"/") {
+		return next.ServeHTTP(w, r)
+	}
+	if r.URL.Path == h.app.BasePath {
+		http.Redirect(w, r, h.app.BasePath+"/", http.StatusFound)
+		return nil
+	}
+	h.mux.ServeHTTP(w, r)
+	return nil
+}
+
+// lookup finds a configured connector by its path value, answering the
+// request itself when there is none.
+func (h *ConnectHandler) lookup(w http.ResponseWriter, name string) *Connector {
+	c := h.app.Connectors[name]
+	if c == nil {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown_connector", Connector: name})
+		return nil
+	}
+	if c.conn == nil {
+		writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: name,
+			Message: "the connector has no client_id; register the app with the provider and configure it"})
+		return nil
+	}
+	return c
+}
+
+func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	c := h.lookup(w, r.PathValue("name"))
+	if c == nil {
+		return
+	}
+	returnTo := r.URL.Query().Get("return_to")
+	if r.Method == http.MethodPost {
+		var body struct {
+			ReturnTo string `json:"return_to"`
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
+			err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body)
+			if err != nil && !errors.Is(err, io.EOF) {
+				writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid_request", Message: "the body must be a JSON object such as {\"return_to\":\"/path\"}"})
+				return
+			}
+			returnTo = body.ReturnTo
+		}
+	}
+	returnTo = flow.SafeReturnTo(returnTo, "")
+
+	started, err := h.app.flows.Begin(r.Context(), c.name, "", returnTo)
+	if err != nil {
+		h.logger.Error("starting authorization", zap.String("connector", c.name), zap.Error(err))
+		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not record the authorization; try again"})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     started.CookieName,
+		Value:    started.Binding,
+		Path:     h.app.BasePath + "/callback",
+		MaxAge:   int(h.app.flows.TTL().Seconds()),
+		HttpOnly: true,
+		Secure:   h.app.secureCookies(),
+		SameSite: http.SameSiteLaxMode,
+	})
+	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
+	h.logger.Info("authorization started", zap.String("connector", c.name))
+	if r.Method == http.MethodPost {
+		writeJSON(w, http.StatusOK, map[string]string{"authorization_url": authURL})
+		return
+	}
+	http.Redirect(w, r, authURL, http.StatusFound)
+}
+
+func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
+	back := h.app.BasePath + "/"
+	q := r.URL.Query()
+	state := q.Get("state")
+	fail := func(status int, reason, detail string, logReason string) {
+		h.logger.Warn("authorization failed", zap.String("reason", logReason))
+		if state != "" {
+			h.clearCookie(w, flow.CookieName(state))
+		}
+		writeErrorPage(w, status, back, reason, detail)
+	}
+	if state == "" {
+		fail(http.StatusBadRequest, "The request carries no state. Start the connection again.", "", "missing_state")
+		return
+	}
+	var binding string
+	if ck, err := r.Cookie(flow.CookieName(state)); err == nil {
+		binding = ck.Value
+	}
+	// State and browser binding are checked, and the state consumed,
+	// before anything else: no token request is made for a state that is
+	// unknown, used, expired or started in another browser.
+	fl, err := h.app.flows.Finish(r.Context(), state, binding)
+	switch {
+	case errors.Is(err, flow.ErrNotBound):
+		fail(http.StatusForbidden, "This authorization was started in another browser, or its cookie expired. Start the connection again here.", "", "not_bound")
+		return
+	case errors.Is(err, flow.ErrExpired):
+		fail(http.StatusBadRequest, "This authorization took too long and expired. Start the connection again.", "", "expired_state")
+		return
+	case errors.Is(err, flow.ErrUnknownState):
+		fail(http.StatusBadRequest, "This authorization is unknown or was already used. Start the connection again.", "", "unknown_state")
+		return
+	case err != nil:
+		h.logger.Error("finishing authorization", zap.Error(err))
+		fail(http.StatusServiceUnavailable, "The authorization could not be checked right now. Try again.", "", "store_error")
+		return
+	}
+	log := h.logger.With(zap.String("connector", fl.Connector))
+	if pe := q.Get("error"); pe != "" {
+		log.Warn("provider returned an error", zap.String("error", capText(pe, 64)))
+		fail(http.StatusBadRequest, "The provider did not authorize the connection.", pe+describe(q.Get("error_description")), "provider_error")
+		return
+	}
+	code := q.Get("code")
+	if code == "" {
+		fail(http.StatusBadRequest, "The provider's answer carries no authorization code.", "", "missing_code")
+		return
+	}
+	c := h.app.Connectors[fl.Connector]
+	if c == nil || c.conn == nil {
+		fail(http.StatusBadRequest, "The connector of this authorization is no longer configured.", "", "connector_gone")
+		return
+	}
+	tok, err := c.conn.Exchange(r.Context(), code, fl.Verifier)
+	if err != nil {
+		log.Warn("exchanging authorization code", zap.Error(err))
+		fail(http.StatusBadRequest, "The provider refused to exchange the authorization code.", "", "exchange_failed")
+		return
+	}
+	if tok.AccessToken == "" {
+		fail(http.StatusBadRequest, "The provider returned no access token.", "", "no_access_token")
+		return
+	}
+	if _, err := h.app.keeper.Save(r.Context(), tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, tok); err != nil {
+		log.Error("storing tokens", zap.Error(err))
+		fail(http.StatusServiceUnavailable, "The connection was authorized but could not be stored. Try again.", "", "store_error")
+		return
+	}
+	log.Info("connection authorized", zap.Bool("refresh_token", tok.RefreshToken != ""), zap.Time("expiry", tok.Expiry))
+	h.clearCookie(w, flow.CookieName(state))
+	noStore(w)
+	dest := fl.ReturnTo
+	if dest == "" {
+		dest = back + "?connected=" + url.QueryEscape(fl.Connector)
+	}
+	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+func describe(s string) string {
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}
+
+func (h *ConnectHandler) clearCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: "", Path: h.app.BasePath + "/callback", MaxAge: -1,
+		HttpOnly: true, Secure: h.app.secureCookies(), SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// connectorStatus is what GET {base}/connectors tells about a connector.
+type connectorStatus struct {
+	Name         string     `json:"name"`
+	Provider     string     `json:"provider,omitempty"`
+	Status       string     `json:"status"`
+	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
+	ConnectedAt  *time.Time `json:"connected_at,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	AuthorizeURL string     `json:"authorize_url,omitempty"`
+}
+
+func (h *ConnectHandler) statuses(r *http.Request) []connectorStatus {
+	var out []connectorStatus
+	for _, name := range h.app.connectorNames() {
+		c := h.app.Connectors[name]
+		st := connectorStatus{Name: name, Provider: c.Provider, AuthorizeURL: h.app.authorizeURL(name)}
+		if c.conn == nil {
+			st.Status, st.AuthorizeURL = "unconfigured", ""
+			out = append(out, st)
+			continue
+		}
+		s, err := h.app.keeper.Status(r.Context(), tokens.Key{Connector: name})
+		switch {
+		case err != nil:
+			h.logger.Warn("reading connection status", zap.String("connector", name), zap.Error(err))
+			st.Status = "unavailable"
+		case !s.Connected || !s.Usable:
+			st.Status = "authorization_required"
+		default:
+			st.Status = "connected"
+		}
+		if !s.Expiry.IsZero() {
+			st.ExpiresAt = &s.Expiry
+		}
+		if !s.ConnectedAt.IsZero() {
+			st.ConnectedAt = &s.ConnectedAt
+		}
+		st.LastError = s.LastError
+		out = append(out, st)
+	}
+	return out
+}
+
+func (h *ConnectHandler) list(w http.ResponseWriter, r *http.Request) {
+	st := h.statuses(r)
+	if st == nil {
+		st = []connectorStatus{}
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *ConnectHandler) page(w http.ResponseWriter, r *http.Request) {
+	data := struct {
+		Connectors []connectorStatus
+		Connected  string
+	}{Connectors: h.statuses(r)}
+	if name := r.URL.Query().Get("connected"); h.app.Connectors[name] != nil {
+		data.Connected = name
+	}
+	writePage(w, http.StatusOK, "status.html", data)
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*ConnectHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*ConnectHandler)(nil)
+)

@@ -1,0 +1,139 @@
+package caddymodule
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
+)
+
+// Connector is one OAuth 2.0 client registration. String fields may hold
+// placeholders such as {env.MS_CLIENT_SECRET}, expanded at provisioning. A
+// connector whose client_id expands to empty is "unconfigured": it loads,
+// and its routes answer 503 until it is set.
+type Connector struct {
+	// Provider selects a preset: "microsoft" (Microsoft Entra ID / Graph)
+	// or "notion". Empty: a generic OAuth 2.0 provider, which needs
+	// authorization_url and token_url.
+	Provider string `json:"provider,omitempty"`
+
+	// Tenant is the Microsoft Entra tenant (ID or domain) whose endpoints
+	// the microsoft preset uses. Default: common.
+	Tenant string `json:"tenant,omitempty"`
+
+	// AuthorizationURL is the provider's authorization endpoint.
+	AuthorizationURL string `json:"authorization_url,omitempty"`
+
+	// TokenURL is the provider's token endpoint.
+	TokenURL string `json:"token_url,omitempty"`
+
+	// ClientID is the client identifier issued by the provider.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ClientSecret is the client secret issued by the provider.
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// Scopes are requested at authorization. The microsoft preset
+	// defaults to https://graph.microsoft.com/.default offline_access.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// AuthStyle is how the client authenticates at the token endpoint:
+	// "basic" (client_secret_basic) or "post" (client_secret_post). It is
+	// never auto-detected, so an authorization code is never sent twice.
+	// Default: basic; microsoft: post; notion: always basic.
+	AuthStyle string `json:"auth_style,omitempty"`
+
+	// RedirectURI overrides the callback URL registered with the
+	// provider. Default: {public_url}{base_path}/callback.
+	RedirectURI string `json:"redirect_uri,omitempty"`
+
+	// PKCE turns Proof Key for Code Exchange (S256) on or off. Default: on.
+	PKCE *bool `json:"pkce,omitempty"`
+
+	// RefreshMargin is how long before expiry a token is refreshed; for
+	// short-lived tokens it is capped to a third of their lifetime.
+	// Default: 5m.
+	RefreshMargin caddy.Duration `json:"refresh_margin,omitempty"`
+
+	// RefreshCooldown is the least time between two refreshes triggered
+	// by upstream 401 responses. Default: 30s.
+	RefreshCooldown caddy.Duration `json:"refresh_cooldown,omitempty"`
+
+	// AuthorizationParams are extra query parameters of the authorization
+	// URL (the notion preset sets owner=user).
+	AuthorizationParams map[string]string `json:"authorization_params,omitempty"`
+
+	// TokenHeaders are extra headers sent on token requests (the notion
+	// preset sets Notion-Version).
+	TokenHeaders map[string]string `json:"token_headers,omitempty"`
+
+	name   string
+	conn   *connector.Connector // nil when unconfigured
+	policy tokens.Policy
+}
+
+func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
+	if err := kv.Segment(name); err != nil {
+		return fmt.Errorf("connector name %q: %w", name, err)
+	}
+	c.name = name
+	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
+	cfg := connector.Config{
+		Name:         name,
+		Provider:     exp(c.Provider),
+		AuthURL:      exp(c.AuthorizationURL),
+		TokenURL:     exp(c.TokenURL),
+		ClientID:     exp(c.ClientID),
+		ClientSecret: exp(c.ClientSecret),
+		AuthStyle:    connector.AuthStyle(exp(c.AuthStyle)),
+		RedirectURL:  exp(c.RedirectURI),
+		PKCE:         c.PKCE == nil || *c.PKCE,
+		AuthParams:   expandMap(c.AuthorizationParams, exp),
+		TokenHeaders: expandMap(c.TokenHeaders, exp),
+	}
+	for _, s := range c.Scopes {
+		if s = exp(s); s != "" {
+			cfg.Scopes = append(cfg.Scopes, s)
+		}
+	}
+	if cfg.RedirectURL == "" && a.PublicURL != "" {
+		cfg.RedirectURL = a.PublicURL + a.BasePath + "/callback"
+	}
+	if err := connector.Preset(&cfg, exp(c.Tenant)); err != nil {
+		return err
+	}
+	c.policy = tokens.Policy{Margin: time.Duration(c.RefreshMargin), Cooldown: time.Duration(c.RefreshCooldown)}
+	if c.policy.Margin == 0 {
+		c.policy.Margin = 5 * time.Minute
+	}
+	if c.policy.Cooldown == 0 {
+		c.policy.Cooldown = 30 * time.Second
+	}
+	if cfg.ClientID == "" {
+		return nil // unconfigured: reported at start, 503 on use
+	}
+	if cfg.RedirectURL == "" {
+		return fmt.Errorf("connector %s: public_url (or the connector's redirect_uri) is required", name)
+	}
+	conn, err := connector.New(cfg, nil)
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	return nil
+}
+
+func expandMap(m map[string]string, exp func(string) string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = exp(v)
+	}
+	return out
+}

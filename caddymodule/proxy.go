@@ -1,0 +1,355 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
+	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
+)
+
+func init() {
+	caddy.RegisterModule(ProxyHandler{})
+}
+
+// ProxyHandler sends the request to the connector's upstream API with the
+// connection's access token as "Authorization: Bearer …", using Caddy's own
+// reverse proxy. Credentials the app sent (Authorization,
+// Proxy-Authorization, flow cookies) are removed first. When the upstream
+// answers 401, the token is refreshed (at most once per cooldown) and a
+// replayable request is sent once more.
+type ProxyHandler struct {
+	// Connector names the connector in the oauthconn app whose token is
+	// attached.
+	Connector string `json:"connector"`
+
+	// Upstream is the base URL of the API, such as
+	// https://graph.microsoft.com. Its path, if any, is put in front of
+	// the request's path; Host is always the upstream's. Placeholders such
+	// as {env.X} are expanded.
+	Upstream string `json:"upstream"`
+
+	// ReplayLimit is the largest request body, in bytes, that is buffered
+	// so that the request can be sent again after a 401. Larger and
+	// streamed (unknown-length) bodies are never replayed. Default: 1 MiB.
+	ReplayLimit int64 `json:"replay_limit,omitempty"`
+
+	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
+	// header manipulation, response handling). Its upstreams are set from
+	// Upstream and must not be given here.
+	ReverseProxy *reverseproxy.Handler `json:"reverse_proxy,omitempty"`
+
+	app    *App
+	conn   *Connector
+	prefix string
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (ProxyHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oauthconn_proxy",
+		New: func() caddy.Module { return new(ProxyHandler) },
+	}
+}
+
+const defaultReplayLimit = 1 << 20
+
+// Provision resolves the connector and sets up the reverse proxy to the
+// upstream. It does not contact the network.
+func (h *ProxyHandler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	app, err := appFrom(ctx)
+	if err != nil {
+		return err
+	}
+	h.app = app
+	h.conn = app.Connectors[h.Connector]
+	if h.conn == nil {
+		return fmt.Errorf("oauthconn_proxy: unknown connector %q (define it in the oauthconn global options)", h.Connector)
+	}
+	if h.ReplayLimit == 0 {
+		h.ReplayLimit = defaultReplayLimit
+	}
+	if h.ReplayLimit < 0 {
+		return fmt.Errorf("oauthconn_proxy %s: replay_limit must not be negative", h.Connector)
+	}
+	if h.ReverseProxy == nil {
+		h.ReverseProxy = new(reverseproxy.Handler)
+	}
+	rp := h.ReverseProxy
+	if len(rp.Upstreams) > 0 || rp.DynamicUpstreamsRaw != nil {
+		return fmt.Errorf("oauthconn_proxy %s: upstreams are set by the upstream URL argument, not in the reverse proxy block", h.Connector)
+	}
+
+	raw := caddy.NewReplacer().ReplaceKnown(h.Upstream, "")
+	if raw == "" && h.conn.conn == nil {
+		// Neither connector nor upstream configured yet (the example
+		// before any app is registered): the handler answers 503.
+		return nil
+	}
+	u, err := parseUpstream(raw)
+	if err != nil {
+		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
+	}
+	h.prefix = strings.TrimRight(u.Path, "/")
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	rp.Upstreams = reverseproxy.UpstreamPool{{Dial: net.JoinHostPort(u.Hostname(), port)}}
+	if u.Scheme == "https" {
+		if rp.TransportRaw, err = withTLS(rp.TransportRaw); err != nil {
+			return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
+		}
+	}
+	// The upstream is fixed by configuration: its Host, whatever the app
+	// sent; and no credentials of the app's.
+	if rp.Headers == nil {
+		rp.Headers = new(headers.Handler)
+	}
+	if rp.Headers.Request == nil {
+		rp.Headers.Request = new(headers.HeaderOps)
+	}
+	if rp.Headers.Request.Set == nil {
+		rp.Headers.Request.Set = http.Header{}
+	}
+	rp.Headers.Request.Set.Set("Host", u.Host)
+	return rp.Provision(ctx)
+}
+
+func parseUpstream(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("upstream URL is empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q is not a URL", raw)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream %q must be an http:// or https:// URL", raw)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstream %q must be scheme://host[:port][/path], without user, query or fragment", raw)
+	}
+	return u, nil
+}
+
+// withTLS makes sure an HTTP transport has TLS turned on, as the upstream
+// is https.
+func withTLS(transport json.RawMessage) (json.RawMessage, error) {
+	m := map[string]any{"protocol": "http"}
+	if transport != nil {
+		if err := json.Unmarshal(transport, &m); err != nil {
+			return nil, fmt.Errorf("reading transport: %w", err)
+		}
+	}
+	if m["protocol"] != "http" {
+		return nil, fmt.Errorf("an https upstream needs the http transport, not %v", m["protocol"])
+	}
+	if _, ok := m["tls"]; !ok {
+		m["tls"] = map[string]any{}
+	}
+	return json.Marshal(m)
+}
+
+// Cleanup releases the reverse proxy's resources.
+func (h *ProxyHandler) Cleanup() error {
+	if h.ReverseProxy != nil && len(h.ReverseProxy.Upstreams) > 0 {
+		return h.ReverseProxy.Cleanup()
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	c := h.conn
+	if c.conn == nil || len(h.ReverseProxy.Upstreams) == 0 {
+		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
+			Message: "the connector has no client_id or upstream; configure it"})
+	}
+	key := tokens.Key{Connector: c.name}
+	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
+	if err != nil {
+		return h.tokenError(w, r, err)
+	}
+
+	// Buffer a small body so the request can be replayed after a 401.
+	var body []byte
+	replayable := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	if !replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
+		body, err = io.ReadAll(io.LimitReader(r.Body, h.ReplayLimit+1))
+		if err != nil {
+			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
+		}
+		if int64(len(body)) > h.ReplayLimit {
+			return caddyhttp.Error(http.StatusBadRequest, errors.New("request body longer than its Content-Length"))
+		}
+		replayable = true
+	}
+
+	first := &firstAttempt{w: w, header: http.Header{}}
+	first.decide = func() bool {
+		// The upstream refused the token. Decide before its body is
+		// read: retry with a fresher token, or pass the 401 through.
+		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
+		if err != nil || !replayable {
+			if err != nil && !errors.Is(err, tokens.ErrNoRetry) {
+				h.logger.Debug("no retry after upstream 401", zap.String("connector", c.name), zap.Error(err))
+			}
+			return false
+		}
+		tok = fresh
+		return true
+	}
+	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
+	if !first.retry {
+		return err
+	}
+	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
+	return h.ReverseProxy.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, body), next)
+}
+
+// upstreamRequest is r as it goes upstream: the app's credentials and flow
+// cookies removed, the connection's token attached, the upstream's path
+// prefix added, and the buffered body (if any) ready to be read again.
+func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body []byte) *http.Request {
+	out := r.WithContext(r.Context())
+	out.Header = r.Header.Clone()
+	out.Header.Del("Authorization")
+	out.Header.Del("Proxy-Authorization")
+	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
+		stripFlowCookies(out)
+	}
+	out.Header.Set("Authorization", "Bearer "+accessToken)
+	if h.prefix != "" {
+		u := *r.URL
+		u.Path = h.prefix + u.Path
+		if u.RawPath != "" {
+			u.RawPath = h.prefix + u.RawPath
+		}
+		out.URL = &u
+	}
+	if body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	return out
+}
+
+func stripFlowCookies(r *http.Request) {
+	all := r.Cookies()
+	r.Header.Del("Cookie")
+	var keep []string
+	for _, ck := range all {
+		if !strings.HasPrefix(ck.Name, flow.CookiePrefix) {
+			keep = append(keep, ck.Name+"="+ck.Value)
+		}
+	}
+	if len(keep) > 0 {
+		r.Header.Set("Cookie", strings.Join(keep, "; "))
+	}
+}
+
+func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err error) error {
+	name := h.conn.name
+	var ue *tokens.UnavailableError
+	switch {
+	case errors.Is(err, tokens.ErrAuthorizationRequired):
+		return writeJSON(w, http.StatusUnauthorized, apiError{
+			Error: "authorization_required", Connector: name, AuthorizeURL: h.app.authorizeURL(name),
+			Message: "the connection needs to be authorized; open authorize_url in a browser",
+		})
+	case errors.As(err, &ue):
+		h.logger.Warn("no usable token", zap.String("connector", name), zap.Error(err))
+		return writeUnavailable(w, ue.RetryAfter, apiError{Error: "token_unavailable", Connector: name,
+			Message: "no usable access token right now; retry later"})
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		if r.Context().Err() != nil {
+			return caddyhttp.Error(499, err)
+		}
+		return writeUnavailable(w, 5*time.Second, apiError{Error: "token_unavailable", Connector: name})
+	default:
+		h.logger.Error("getting token", zap.String("connector", name), zap.Error(err))
+		return writeUnavailable(w, 5*time.Second, apiError{Error: "token_unavailable", Connector: name})
+	}
+}
+
+// firstAttempt is the response writer of the first upstream round trip. On
+// a 401 it asks decide whether to retry; if so, it swallows that response
+// (headers and body) and sets retry, otherwise it passes everything through.
+type firstAttempt struct {
+	w      http.ResponseWriter
+	header http.Header
+	decide func() bool
+
+	wrote bool
+	retry bool
+}
+
+func (f *firstAttempt) Header() http.Header { return f.header }
+
+func (f *firstAttempt) WriteHeader(code int) {
+	if f.wrote {
+		return
+	}
+	if code == http.StatusUnauthorized && f.decide() {
+		f.wrote, f.retry = true, true
+		return
+	}
+	dst := f.w.Header()
+	for k, v := range f.header {
+		dst[k] = v
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		f.w.WriteHeader(code) // informational: the final status follows
+		return
+	}
+	f.wrote = true
+	f.w.WriteHeader(code)
+}
+
+func (f *firstAttempt) Write(b []byte) (int, error) {
+	if !f.wrote {
+		f.WriteHeader(http.StatusOK)
+	}
+	if f.retry {
+		return len(b), nil
+	}
+	return f.w.Write(b)
+}
+
+// Flush passes flushes through, so streamed responses stay streamed.
+func (f *firstAttempt) Flush() {
+	if f.retry || !f.wrote {
+		return
+	}
+	http.NewResponseController(f.w).Flush()
+}
+
+// Unwrap gives http.ResponseController (hijacking for upgrades, deadlines)
+// the underlying writer.
+func (f *firstAttempt) Unwrap() http.ResponseWriter { return f.w }
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*ProxyHandler)(nil)
+	_ caddy.CleanerUpper          = (*ProxyHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*ProxyHandler)(nil)
+	_ http.Flusher                = (*firstAttempt)(nil)
+)

@@ -1,0 +1,48 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// apiError is the JSON body of every error oauthconn answers an app with.
+type apiError struct {
+	Error        string `json:"error"`
+	Message      string `json:"message,omitempty"`
+	Connector    string `json:"connector,omitempty"`
+	AuthorizeURL string `json:"authorize_url,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+func writeUnavailable(w http.ResponseWriter, retryAfter time.Duration, body apiError) error {
+	secs := int(retryAfter.Seconds())
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return writeJSON(w, http.StatusServiceUnavailable, body)
+}
+
+// noStore marks a response of the connect routes as private and
+// non-referring: they carry flow cookies and provider URLs.
+func noStore(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+}

@@ -1,0 +1,114 @@
+package caddymodule
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/filestore"
+	"github.com/caddy-oauthconn/caddy-oauthconn/vault"
+)
+
+func init() {
+	caddy.RegisterModule(VaultStore{})
+	caddy.RegisterModule(FileStore{})
+}
+
+// VaultStore keeps records in HashiCorp Vault's KV version 2 engine, so that
+// any number of replicas share connections. Fields may hold placeholders.
+type VaultStore struct {
+	// Address is Vault's URL. Default: the VAULT_ADDR environment variable.
+	Address string `json:"address,omitempty"`
+
+	// Token is the Vault token. Default: the VAULT_TOKEN environment
+	// variable.
+	Token string `json:"token,omitempty"`
+
+	// Mount is the path at which the KV v2 engine is mounted. Default:
+	// secret.
+	Mount string `json:"mount,omitempty"`
+
+	// Prefix is the folder below the mount that holds every record.
+	// Default: caddy-oauthconn.
+	Prefix string `json:"prefix,omitempty"`
+
+	// Namespace is the Vault Enterprise namespace, if any.
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (VaultStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "oauthconn.stores.vault",
+		New: func() caddy.Module { return new(VaultStore) },
+	}
+}
+
+// OpenStore makes the Vault client; it does not contact Vault.
+func (v *VaultStore) OpenStore() (RecordStore, error) {
+	repl := caddy.NewReplacer()
+	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
+	return vault.New(vault.Config{
+		Address:   exp(v.Address),
+		Token:     exp(v.Token),
+		Mount:     exp(v.Mount),
+		Prefix:    exp(v.Prefix),
+		Namespace: exp(v.Namespace),
+	})
+}
+
+// FileStore keeps records in files below a directory, each sealed with
+// AES-256-GCM. It serves a single instance; use the Vault store to share
+// connections between replicas.
+type FileStore struct {
+	// Path is the directory. Default: "oauthconn" in Caddy's data
+	// directory.
+	Path string `json:"path,omitempty"`
+
+	// Key is the base64 encoding of the 32-byte encryption key. Default:
+	// the key in KeyFile.
+	Key string `json:"key,omitempty"`
+
+	// KeyFile holds the base64 key. Default: "store.key" beside Path's
+	// records; generated with mode 0600 on first start if missing.
+	KeyFile string `json:"key_file,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (FileStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "oauthconn.stores.file",
+		New: func() caddy.Module { return new(FileStore) },
+	}
+}
+
+// OpenStore opens the directory, generating the key on first use.
+func (f *FileStore) OpenStore() (RecordStore, error) {
+	repl := caddy.NewReplacer()
+	dir := repl.ReplaceKnown(f.Path, "")
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "oauthconn")
+	}
+	var key []byte
+	var err error
+	if k := repl.ReplaceKnown(f.Key, ""); k != "" {
+		key, err = filestore.DecodeKey(k)
+	} else {
+		keyFile := repl.ReplaceKnown(f.KeyFile, "")
+		if keyFile == "" {
+			keyFile = filepath.Join(dir, "store.key")
+		}
+		key, err = filestore.LoadOrCreateKey(keyFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("file store key: %w", err)
+	}
+	return filestore.New(filepath.Join(dir, "records"), key)
+}
+
+// Interface guards.
+var (
+	_ StoreOpener = (*VaultStore)(nil)
+	_ StoreOpener = (*FileStore)(nil)
+)

@@ -1,0 +1,157 @@
+package flow
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/filestore"
+)
+
+func newFlows(t *testing.T, now func() time.Time) (*Flows, *filestore.Store) {
+	st, err := filestore.New(t.TempDir(), bytes.Repeat([]byte{3}, filestore.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(st, 0, now), st
+}
+
+func TestBeginFinish(t *testing.T) {
+	f, st := newFlows(t, nil)
+	ctx := context.Background()
+	s, err := f.Begin(ctx, "demo", "", "/after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.State) < 22 || len(s.Binding) < 22 || len(s.Verifier) < 43 {
+		t.Fatalf("secrets too short: %d %d %d", len(s.State), len(s.Binding), len(s.Verifier))
+	}
+	if s.CookieName != CookieName(s.State) || !strings.HasPrefix(s.CookieName, CookiePrefix) {
+		t.Fatalf("cookie name %q", s.CookieName)
+	}
+	ids, _ := st.List(ctx, "states")
+	if len(ids) != 1 || strings.Contains(ids[0], s.State) {
+		t.Fatalf("state records = %v; the state must not name its record", ids)
+	}
+
+	// The wrong browser consumes nothing.
+	if _, err := f.Finish(ctx, s.State, "other-binding"); !errors.Is(err, ErrNotBound) {
+		t.Fatalf("wrong binding: %v", err)
+	}
+	if _, err := f.Finish(ctx, s.State, ""); !errors.Is(err, ErrNotBound) {
+		t.Fatalf("no binding: %v", err)
+	}
+	fl, err := f.Finish(ctx, s.State, s.Binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl.Connector != "demo" || fl.Verifier != s.Verifier || fl.ReturnTo != "/after" {
+		t.Fatalf("flow = %+v", fl)
+	}
+	// Single use.
+	if _, err := f.Finish(ctx, s.State, s.Binding); !errors.Is(err, ErrUnknownState) {
+		t.Fatalf("replay: %v", err)
+	}
+	if ids, _ := st.List(ctx, "states"); len(ids) != 0 {
+		t.Fatalf("finished flow left records %v", ids)
+	}
+	if _, err := f.Finish(ctx, "never-issued", s.Binding); !errors.Is(err, ErrUnknownState) {
+		t.Fatalf("unknown state: %v", err)
+	}
+}
+
+func TestExpiredFlow(t *testing.T) {
+	now := time.Now()
+	f, _ := newFlows(t, func() time.Time { return now })
+	s, err := f.Begin(context.Background(), "demo", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(DefaultTTL + time.Second)
+	if _, err := f.Finish(context.Background(), s.State, s.Binding); !errors.Is(err, ErrExpired) {
+		t.Fatalf("err = %v, want ErrExpired", err)
+	}
+}
+
+func TestConcurrentFinishRedeemsOnce(t *testing.T) {
+	f, _ := newFlows(t, nil)
+	s, err := f.Begin(context.Background(), "demo", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := f.Finish(context.Background(), s.State, s.Binding); err == nil {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 {
+		t.Fatalf("%d callbacks succeeded with one state; want 1", ok.Load())
+	}
+}
+
+func TestSweep(t *testing.T) {
+	now := time.Now()
+	f, st := newFlows(t, func() time.Time { return now })
+	ctx := context.Background()
+	if _, err := f.Begin(ctx, "old", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(DefaultTTL + time.Minute)
+	fresh, err := f.Begin(ctx, "new", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.Sweep(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1", n, err)
+	}
+	if ids, _ := st.List(ctx, "states"); len(ids) != 1 {
+		t.Fatalf("after sweep: %v", ids)
+	}
+	if _, err := f.Finish(ctx, fresh.State, fresh.Binding); err != nil {
+		t.Fatalf("sweep removed a live flow: %v", err)
+	}
+}
+
+func TestSafeReturnTo(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{"/", "/"},
+		{"/dashboard?tab=1#x", "/dashboard?tab=1#x"},
+		{"/a/b%20c", "/a/b%20c"},
+		{"", "/oauth/"},
+		{"dashboard", "/oauth/"},
+		{"//evil.example", "/oauth/"},
+		{"/\\evil.example", "/oauth/"},
+		{"\\\\evil.example", "/oauth/"},
+		{"https://evil.example/", "/oauth/"},
+		{"javascript:alert(1)", "/oauth/"},
+		{"/%2fevil.example", "/oauth/"},
+		{"/%5cevil.example", "/oauth/"},
+		{"/%252f%252fevil.example", "/oauth/"},
+		{"/\t/evil.example", "/oauth/"},
+		{"/x\r\nSet-Cookie: a=b", "/oauth/"},
+		{"/%0d%0aSet-Cookie:a", "/oauth/"},
+		{"/%E2%80%A8x", "/oauth/"},
+		{" /x", "/oauth/"},
+	}
+	for _, tt := range tests {
+		if got := SafeReturnTo(tt.in, "/oauth/"); got != tt.want {
+			t.Errorf("SafeReturnTo(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
