@@ -390,7 +390,6 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	return nil
 }
 
-
 // Interface guards.
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
