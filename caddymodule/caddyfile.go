@@ -216,6 +216,10 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 //		namespace <namespace>
 //	}
 func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
 		switch d.Val() {
@@ -247,6 +251,10 @@ func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		key_file <path>
 //	}
 func (f *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
 		switch d.Val() {

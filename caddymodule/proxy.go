@@ -203,23 +203,34 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		replayable = true
 	}
 
+	var retryErr error
 	first := &firstAttempt{w: w, header: http.Header{}}
 	first.decide = func() bool {
 		// The upstream refused the token. Decide before its body is
-		// read: retry with a fresher token, or pass the 401 through.
+		// read: retry with a fresher token, answer that the connection
+		// needs authorization, or pass the 401 through.
 		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
-		if err != nil || !replayable {
-			if err != nil && !errors.Is(err, tokens.ErrNoRetry) {
+		switch {
+		case errors.Is(err, tokens.ErrAuthorizationRequired):
+			retryErr = err
+			return true
+		case err != nil:
+			if !errors.Is(err, tokens.ErrNoRetry) {
 				h.logger.Debug("no retry after upstream 401", zap.String("connector", c.name), zap.Error(err))
 			}
+			return false
+		case !replayable:
 			return false
 		}
 		tok = fresh
 		return true
 	}
 	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
-	if !first.retry {
+	if !first.swallowed {
 		return err
+	}
+	if retryErr != nil {
+		return h.tokenError(w, r, retryErr)
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
 	return h.ReverseProxy.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, body), next)
@@ -291,15 +302,16 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 }
 
 // firstAttempt is the response writer of the first upstream round trip. On
-// a 401 it asks decide whether to retry; if so, it swallows that response
-// (headers and body) and sets retry, otherwise it passes everything through.
+// a 401 it asks decide whether to answer otherwise; if so, it swallows that
+// response (headers and body) and sets swallowed, otherwise it passes
+// everything through.
 type firstAttempt struct {
 	w      http.ResponseWriter
 	header http.Header
 	decide func() bool
 
-	wrote bool
-	retry bool
+	wrote     bool
+	swallowed bool
 }
 
 func (f *firstAttempt) Header() http.Header { return f.header }
@@ -309,7 +321,7 @@ func (f *firstAttempt) WriteHeader(code int) {
 		return
 	}
 	if code == http.StatusUnauthorized && f.decide() {
-		f.wrote, f.retry = true, true
+		f.wrote, f.swallowed = true, true
 		return
 	}
 	dst := f.w.Header()
@@ -328,7 +340,7 @@ func (f *firstAttempt) Write(b []byte) (int, error) {
 	if !f.wrote {
 		f.WriteHeader(http.StatusOK)
 	}
-	if f.retry {
+	if f.swallowed {
 		return len(b), nil
 	}
 	return f.w.Write(b)
@@ -336,7 +348,7 @@ func (f *firstAttempt) Write(b []byte) (int, error) {
 
 // Flush passes flushes through, so streamed responses stay streamed.
 func (f *firstAttempt) Flush() {
-	if f.retry || !f.wrote {
+	if f.swallowed || !f.wrote {
 		return
 	}
 	http.NewResponseController(f.w).Flush()

@@ -1,0 +1,157 @@
+// Package e2e tests caddy-oauthconn end to end, as an operator runs it: a
+// real Caddy (through caddytest, and the built binary) with a Caddyfile,
+// a real Vault, a real OAuth 2.0 authorization server (Ory Hydra) with
+// short-lived access tokens and strict refresh-token rotation, and an
+// upstream API that checks tokens by introspection. The browser is an HTTP
+// client with a cookie jar.
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	vaultapi "github.com/hashicorp/vault/api"
+
+	_ "github.com/caddy-oauthconn/caddy-oauthconn/caddymodule"
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
+)
+
+func TestMain(m *testing.M) {
+	// Keep Caddy's autosaved config and data out of the user's home.
+	dir, err := os.MkdirTemp("", "oauthconn-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	os.Setenv("XDG_DATA_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// browser is a user agent: it keeps cookies and follows redirects,
+// remembering every URL it visited.
+type browser struct {
+	c       *http.Client
+	visited []*url.URL
+}
+
+func newBrowser() *browser {
+	b := &browser{}
+	jar, _ := cookiejar.New(nil)
+	b.c = &http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		b.visited = append(b.visited, req.URL)
+		if len(via) > 20 {
+			return fmt.Errorf("too many redirects")
+		}
+		return nil
+	}}
+	return b
+}
+
+func (b *browser) do(t *testing.T, method, u, contentType, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	return resp, string(rb)
+}
+
+// callbackURL returns the last visited URL of the callback route.
+func (b *browser) callbackURL(t *testing.T) string {
+	t.Helper()
+	for i := len(b.visited) - 1; i >= 0; i-- {
+		if strings.HasSuffix(b.visited[i].Path, "/oauth/callback") {
+			return b.visited[i].String()
+		}
+	}
+	t.Fatal("the browser never reached the callback")
+	return ""
+}
+
+// sidecar is a Caddy with oauthconn loaded through caddytest.
+type sidecar struct {
+	base   string // public URL
+	prefix string // Vault prefix of this test's records
+	vault  *vaultapi.Client
+}
+
+const caddyfileTemplate = `{
+	admin localhost:2999
+	oauthconn {
+		public_url http://localhost:9080
+		store vault {
+			address {env.VAULT_ADDR}
+			token {env.VAULT_TOKEN}
+			mount secret
+			prefix %[1]s
+		}
+		connector demo {
+			authorization_url %[2]s/oauth2/auth
+			token_url %[3]s/oauth2/token
+			client_id %[4]s
+			client_secret %[5]s
+			auth_style basic
+			scopes openid offline_access
+			refresh_cooldown 2s
+		}
+	}
+}
+
+http://localhost:9080 {
+	oauthconn_connect /oauth/*
+	handle_path /demo/* {
+		oauthconn_proxy demo %[6]s {
+			replay_limit 64KiB
+		}
+	}
+}
+`
+
+func startSidecar(t *testing.T, h *hydra, tokenURL string, c client, up *upstream) *sidecar {
+	t.Helper()
+	env := testservices.Vault(t)
+	s := &sidecar{base: "http://localhost:9080", prefix: "e2e-" + randomHex(6)}
+	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(cfg, "caddyfile")
+	vc, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetToken(env.Token)
+	s.vault = vc
+	return s
+}
+
+// stored reads the connection's token record from Vault.
+func (s *sidecar) stored(t *testing.T, connector string) map[string]any {
+	t.Helper()
+	sec, err := s.vault.Logical().Read("secret/data/" + s.prefix + "/tokens/" + connector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec == nil {
+		return nil
+	}
+	data, _ := sec.Data["data"].(map[string]any)
+	return data
+}
