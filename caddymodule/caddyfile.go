@@ -16,7 +16,7 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("oauthconn", parseGlobalOption)
 	httpcaddyfile.RegisterHandlerDirective("oauthconn_connect", parseConnect)
 	httpcaddyfile.RegisterHandlerDirective("oauthconn_proxy", parseProxy)
-	httpcaddyfile.RegisterDirectiveOrder("oauthconn_connect", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterDirectiveOrder("oauthconn_connect", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("oauthconn_proxy", httpcaddyfile.After, "reverse_proxy")
 }
 

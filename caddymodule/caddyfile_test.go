@@ -1,0 +1,156 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "oauthconn-caddymodule-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_DATA_HOME", dir)
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func adapt(src string) ([]byte, error) {
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), nil)
+	return out, err
+}
+
+// load adapts and validates a Caddyfile as `caddy validate` does: every
+// module is provisioned, nothing is started, no network is used.
+func load(src string) error {
+	out, err := adapt(src)
+	if err != nil {
+		return err
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		return err
+	}
+	return caddy.Validate(&cfg)
+}
+
+const site = `
+http://localhost:8080 {
+	oauthconn_connect /oauth/*
+}
+`
+
+func global(body string) string {
+	return "{\n\toauthconn {\n" + body + "\n\t}\n}\n" + site
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want string
+	}{
+		{"unknown option", global("public_ur http://x"), `unrecognized oauthconn option "public_ur"`},
+		{"argument on oauthconn", "{\n\toauthconn x {\n\t}\n}\n", "wrong argument count"},
+		{"duplicate connector", global("connector a {\n}\nconnector a {\n}"), "connector a is defined twice"},
+		{"unknown provider", global("connector a {\nprovider github\n}"), `connector a: unknown provider "github"`},
+		{"bad auth_style", global("connector a {\nauth_style auto\n}"), `connector a: auth_style must be basic or post, got "auto"`},
+		{"bad pkce", global("connector a {\npkce maybe\n}"), "pkce must be on or off"},
+		{"unknown connector option", global("connector a {\nclient_idd x\n}"), `connector a: unrecognized option "client_idd"`},
+		{"bad duration", global("connector a {\nrefresh_margin soon\n}"), `bad duration "soon"`},
+		{"negative duration", global("flow_ttl -1m"), "must be positive"},
+		{"param arity", global("connector a {\nauthorization_param owner\n}"), "authorization_param takes a name and a value"},
+		{"unknown store", global("store redis {\n}"), "store redis"},
+		{"two stores", global("store file\nstore file"), "store may be given only once"},
+		{"vault option", global("store vault {\nadress x\n}"), `store vault: unrecognized option "adress"`},
+		{"file key and key_file", global("store file {\nkey a\nkey_file b\n}"), "give key or key_file, not both"},
+		{"base_path relative", global("base_path oauth"), "must start with /"},
+		{"proxy arguments", "http://localhost:8080 {\n\toauthconn_proxy demo\n}\n", "takes a connector name and an upstream URL, got 1"},
+		{"proxy to", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\tto http://y\n\t}\n}\n", "to is not allowed"},
+		{"proxy replay_limit", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\treplay_limit lots\n\t}\n}\n", `replay_limit "lots"`},
+		{"connect arguments", "http://localhost:8080 {\n\toauthconn_connect /oauth/* extra\n}\n", "wrong argument count"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := adapt(tt.src)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+const demoConnector = `connector demo {
+	authorization_url https://as.example.com/authorize
+	token_url https://as.example.com/token
+	client_id demo
+}`
+
+func TestLoadErrors(t *testing.T) {
+	proxy := func(conn, upstream string) string {
+		return "http://localhost:8080 {\n\toauthconn_proxy " + conn + " " + upstream + "\n}\n"
+	}
+	withProxy := func(body, conn, upstream string) string {
+		return "{\n\toauthconn {\n" + body + "\n\t}\n}\n" + proxy(conn, upstream)
+	}
+	tests := []struct {
+		name string
+		src  string
+		want string // empty: loads
+	}{
+		{"valid", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "https://api.example.com/v1"), ""},
+		{"unknown connector", withProxy("public_url http://localhost:8080\n"+demoConnector, "other", "https://api.example.com"), `oauthconn_proxy: unknown connector "other"`},
+		{"ftp upstream", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "ftp://files.example.com"), `oauthconn_proxy demo: upstream "ftp://files.example.com" must be an http:// or https:// URL`},
+		{"upstream with query", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "https://api.example.com/?k=v"), "without user, query or fragment"},
+		{"empty upstream of a configured connector", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "{env.OAUTHCONN_TEST_UNSET}"), "oauthconn_proxy demo: upstream URL is empty"},
+		{"relative public_url", global("public_url localhost:8080"), `public_url "localhost:8080" must be an absolute http(s) URL`},
+		{"missing token_url", global("public_url http://localhost:8080\nconnector a {\nauthorization_url https://as/a\nclient_id x\n}"), "connector a: token_url is required"},
+		{"missing public_url", global(demoConnector), "connector demo: public_url (or the connector's redirect_uri) is required"},
+		{"bad connector name", global("public_url http://localhost:8080\nconnector a/b {\nclient_id x\n}"), `connector name "a/b"`},
+		{"unconfigured connector loads", withProxy("public_url http://localhost:8080\nconnector n {\nprovider notion\nclient_id {env.OAUTHCONN_TEST_UNSET}\n}", "n", "{env.OAUTHCONN_TEST_UNSET}"), ""},
+		{"file store key", global("store file {\nkey bm90IGEga2V5\n}"), "key must decode to 32 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := load(tt.src)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("load: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestContractCaddyfile loads the Caddyfile the product promises to run,
+// with its Vault store, before any app is registered.
+func TestContractCaddyfile(t *testing.T) {
+	b, err := os.ReadFile("testdata/contract.caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:1")
+	t.Setenv("VAULT_TOKEN", "unused")
+	if err := load(string(b)); err != nil {
+		t.Fatal(err)
+	}
+	b, err = os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := load(string(b)); err != nil {
+		t.Fatalf("Caddyfile.example: %v", err)
+	}
+}
