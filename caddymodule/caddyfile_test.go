@@ -137,7 +137,7 @@ func TestLoadErrors(t *testing.T) {
 // TestContractCaddyfile loads the Caddyfile the product promises to run,
 // with its Vault store, before any app is registered.
 func TestContractCaddyfile(t *testing.T) {
-	b, err := os.ReadFile("testdata/contract.caddyfile")
+	b, err := os.ReadFile("../examples/vault.Caddyfile")
 	if err != nil {
 		t.Fatal(err)
 	}

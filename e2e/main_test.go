@@ -21,6 +21,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	_ "github.com/caddy-oauthconn/caddy-oauthconn/caddymodule"
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/hydradev"
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
 )
 
@@ -126,10 +127,10 @@ http://localhost:9080 {
 }
 `
 
-func startSidecar(t *testing.T, h *hydra, tokenURL string, c client, up *upstream) *sidecar {
+func startSidecar(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream) *sidecar {
 	t.Helper()
 	env := testservices.Vault(t)
-	s := &sidecar{base: "http://localhost:9080", prefix: "e2e-" + randomHex(6)}
+	s := &sidecar{base: "http://localhost:9080", prefix: "e2e-" + hydradev.RandomHex(6)}
 	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(cfg, "caddyfile")

@@ -32,7 +32,7 @@ func TestSidecar(t *testing.T) {
 			e["authorize_url"] != "http://localhost:9080/oauth/connectors/demo/authorize" {
 			t.Fatalf("got %d %s", resp.StatusCode, body)
 		}
-		if up.calls.Load() != 0 {
+		if up.Calls() != 0 {
 			t.Fatal("the upstream was called without a token")
 		}
 		_, body = app.do(t, "GET", s.base+"/oauth/connectors", "", "")
@@ -163,17 +163,17 @@ func TestSidecar(t *testing.T) {
 		// The upstream stops accepting the current access token; the
 		// refresh token remains good.
 		cur := s.stored(t, "demo")
-		up.reject(cur["access_token"].(string))
+		up.Reject(cur["access_token"].(string))
 		refreshes := counter.count("refresh_token")
-		calls := up.calls.Load()
+		calls := up.Calls()
 		resp, body := app.do(t, "POST", s.base+"/demo/items", "application/json", `{"name":"replayed"}`)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"body":"{\"name\":\"replayed\"}"`) {
 			t.Fatalf("POST after revoke: %d %s", resp.StatusCode, body)
 		}
-		if up.calls.Load() != calls+2 || counter.count("refresh_token") != refreshes+1 {
-			t.Fatalf("upstream calls +%d, refreshes +%d; want +2 and +1", up.calls.Load()-calls, counter.count("refresh_token")-refreshes)
+		if up.Calls() != calls+2 || counter.count("refresh_token") != refreshes+1 {
+			t.Fatalf("upstream calls +%d, refreshes +%d; want +2 and +1", up.Calls()-calls, counter.count("refresh_token")-refreshes)
 		}
-		seen := up.all()
+		seen := up.Seen()
 		if a, b := seen[len(seen)-2], seen[len(seen)-1]; a.Body != b.Body || a.Authorization == b.Authorization || !b.Active {
 			t.Fatalf("first try %+v, retry %+v", a, b)
 		}
@@ -237,7 +237,9 @@ func TestRevokedGrant(t *testing.T) {
 		t.Fatalf("before revocation: %d", resp.StatusCode)
 	}
 	// Revoking the access token at Hydra revokes its whole grant.
-	h.revoke(t, c, s.stored(t, "demo")["access_token"].(string))
+	if err := h.Revoke(c, s.stored(t, "demo")["access_token"].(string)); err != nil {
+		t.Fatal(err)
+	}
 	resp, body := app.do(t, "GET", s.base+"/demo/items", "", "")
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"error":"authorization_required"`) {
 		t.Fatalf("after revocation: %d %s", resp.StatusCode, body)
