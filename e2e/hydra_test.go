@@ -48,7 +48,10 @@ func (h *hydra) createClient(t *testing.T, redirectURI, authMethod string) hydra
 // tokenCounter stands in front of Hydra's token endpoint and counts the
 // grants that reach it, by grant type. It forwards everything unchanged.
 type tokenCounter struct {
-	URL    string
+	URL string
+	// down makes the token endpoint answer 503 without reaching Hydra,
+	// as during an outage.
+	down   atomic.Bool
 	mu     sync.Mutex
 	grants map[string]int
 	total  atomic.Int64
@@ -65,6 +68,10 @@ func (h *hydra) countTokens(t *testing.T) *tokenCounter {
 		tc.grants[form.Get("grant_type")]++
 		tc.mu.Unlock()
 		tc.total.Add(1)
+		if tc.down.Load() {
+			http.Error(w, `{"error":"temporarily_unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		rp.ServeHTTP(w, r)
 	}))

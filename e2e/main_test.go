@@ -110,7 +110,7 @@ const caddyfileTemplate = `{
 			token_url %[3]s/oauth2/token
 			client_id %[4]s
 			client_secret %[5]s
-			auth_style basic
+			auth_style %[7]s
 			scopes openid offline_access
 			refresh_cooldown 2s
 		}
@@ -129,9 +129,16 @@ http://localhost:9080 {
 
 func startSidecar(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream) *sidecar {
 	t.Helper()
+	return startSidecarAuth(t, h, tokenURL, c, up, "basic")
+}
+
+// startSidecarAuth starts the sidecar with the given client authentication
+// style (basic or post).
+func startSidecarAuth(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream, authStyle string) *sidecar {
+	t.Helper()
 	env := testservices.Vault(t)
 	s := &sidecar{base: "http://localhost:9080", prefix: "e2e-" + hydradev.RandomHex(6)}
-	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL)
+	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL, authStyle)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(cfg, "caddyfile")
 	vc, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})

@@ -283,3 +283,56 @@ func keys(m map[string]any) []string {
 	}
 	return out
 }
+
+// TestPostClientAuth connects and refreshes with client_secret_post, the
+// client authentication Microsoft Entra uses, against a Hydra client that
+// accepts only that.
+func TestPostClientAuth(t *testing.T) {
+	h := newHydra(t)
+	up := newUpstream(t, h)
+	counter := h.countTokens(t)
+	c := h.createClient(t, "http://localhost:9080/oauth/callback", "client_secret_post")
+	s := startSidecarAuth(t, h, counter.URL, c, up, "post")
+	connect(t, s, newBrowser())
+	old := s.stored(t, "demo")
+	exp, _ := time.Parse(time.RFC3339, old["expiry"].(string))
+	time.Sleep(time.Until(exp.Add(time.Second)))
+	app := newBrowser()
+	resp, body := app.do(t, "GET", s.base+"/demo/items", "", "")
+	if resp.StatusCode != http.StatusOK || counter.count("refresh_token") != 1 {
+		t.Fatalf("after expiry: %d %s, %d refreshes", resp.StatusCode, body, counter.count("refresh_token"))
+	}
+}
+
+// TestTokenEndpointOutage: while the token endpoint fails, an expired
+// connection answers 503 with Retry-After and keeps its token in Vault;
+// once the endpoint is back, the next request refreshes and succeeds.
+func TestTokenEndpointOutage(t *testing.T) {
+	h := newHydra(t)
+	up := newUpstream(t, h)
+	counter := h.countTokens(t)
+	c := h.createClient(t, "http://localhost:9080/oauth/callback", "client_secret_basic")
+	s := startSidecar(t, h, counter.URL, c, up)
+	connect(t, s, newBrowser())
+	old := s.stored(t, "demo")
+	exp, _ := time.Parse(time.RFC3339, old["expiry"].(string))
+	counter.down.Store(true)
+	time.Sleep(time.Until(exp.Add(time.Second)))
+	app := newBrowser()
+	calls := up.Calls()
+	resp, body := app.do(t, "GET", s.base+"/demo/items", "", "")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"error":"token_unavailable"`) {
+		t.Fatalf("during the outage: %d %s", resp.StatusCode, body)
+	}
+	if up.Calls() != calls {
+		t.Fatal("the upstream was called with an expired token")
+	}
+	if rec := s.stored(t, "demo"); rec == nil || rec["refresh_token"] != old["refresh_token"] {
+		t.Fatal("a transient failure lost the stored token")
+	}
+	counter.down.Store(false)
+	resp, body = app.do(t, "GET", s.base+"/demo/items", "", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the outage: %d %s", resp.StatusCode, body)
+	}
+}
