@@ -216,31 +216,10 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 //		namespace <namespace>
 //	}
 func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // module name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "address":
-			err = oneArg(d, &v.Address)
-		case "token":
-			err = oneArg(d, &v.Token)
-		case "mount":
-			err = oneArg(d, &v.Mount)
-		case "prefix":
-			err = oneArg(d, &v.Prefix)
-		case "namespace":
-			err = oneArg(d, &v.Namespace)
-		default:
-			return d.Errf("store vault: unrecognized option %q", d.Val())
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return stringOptions(d, "store vault", map[string]*string{
+		"address": &v.Address, "token": &v.Token, "mount": &v.Mount,
+		"prefix": &v.Prefix, "namespace": &v.Namespace,
+	})
 }
 
 // UnmarshalCaddyfile sets up the embedded file store:
@@ -251,25 +230,11 @@ func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		key_file <path>
 //	}
 func (f *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // module name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "path":
-			err = oneArg(d, &f.Path)
-		case "key":
-			err = oneArg(d, &f.Key)
-		case "key_file":
-			err = oneArg(d, &f.KeyFile)
-		default:
-			return d.Errf("store file: unrecognized option %q", d.Val())
-		}
-		if err != nil {
-			return err
-		}
+	err := stringOptions(d, "store file", map[string]*string{
+		"path": &f.Path, "key": &f.Key, "key_file": &f.KeyFile,
+	})
+	if err != nil {
+		return err
 	}
 	if f.Key != "" && f.KeyFile != "" {
 		return d.Err("store file: give key or key_file, not both")
@@ -369,6 +334,25 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	toks = append(toks, d.Token()) // the closing brace
 	p.ReverseProxy = new(reverseproxy.Handler)
 	return p.ReverseProxy.UnmarshalCaddyfile(caddyfile.NewDispenser(toks))
+}
+
+// stringOptions parses a module's block whose options each take one string:
+// the module name, no arguments, then "option value" lines.
+func stringOptions(d *caddyfile.Dispenser, what string, fields map[string]*string) error {
+	d.Next() // module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dst, ok := fields[d.Val()]
+		if !ok {
+			return d.Errf("%s: unrecognized option %q", what, d.Val())
+		}
+		if err := oneArg(d, dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func oneArg(d *caddyfile.Dispenser, dst *string) error {

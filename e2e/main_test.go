@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,11 +129,6 @@ http://localhost:9080 {
 }
 `
 
-func startSidecar(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream) *sidecar {
-	t.Helper()
-	return startSidecarAuth(t, h, tokenURL, c, up, "basic")
-}
-
 // startSidecarAuth starts the sidecar with the given client authentication
 // style (basic or post).
 func startSidecarAuth(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream, authStyle string) *sidecar {
@@ -162,4 +159,51 @@ func (s *sidecar) stored(t *testing.T, connector string) map[string]any {
 	}
 	data, _ := sec.Data["data"].(map[string]any)
 	return data
+}
+
+// fixture is one test's world: Hydra, the upstream API behind the proxy, a
+// token-request counter in front of Hydra, a registered client and the
+// sidecar configured with it.
+type fixture struct {
+	h       *hydra
+	up      *upstream
+	counter *tokenCounter
+	c       hydradev.Client
+	s       *sidecar
+}
+
+// newFixture starts the sidecar on http://localhost:9080 with a Hydra client
+// that authenticates with authMethod (client_secret_basic or _post).
+func newFixture(t *testing.T, authMethod string) *fixture {
+	t.Helper()
+	f := &fixture{h: newHydra(t)}
+	f.up = newUpstream(t, f.h)
+	f.counter = f.h.countTokens(t)
+	f.c = f.h.createClient(t, "http://localhost:9080/oauth/callback", authMethod)
+	f.s = startSidecarAuth(t, f.h, f.counter.URL, f.c, f.up, strings.TrimPrefix(authMethod, "client_secret_"))
+	return f
+}
+
+// storm sends n concurrent GETs, spread over urls, and returns how many did
+// not answer 200.
+func storm(n int, urls ...string) int64 {
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(urls[i%len(urls)])
+			if err != nil {
+				bad.Add(1)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				bad.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return bad.Load()
 }

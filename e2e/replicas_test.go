@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,27 +207,9 @@ func TestReplicas(t *testing.T) {
 		exp, _ := time.Parse(time.RFC3339, stored()["expiry"].(string))
 		time.Sleep(time.Until(exp.Add(1100 * time.Millisecond)))
 		before := counter.count("refresh_token")
-		var wg sync.WaitGroup
-		var bad atomic.Int64
-		for i := range 100 {
-			r := []*replica{a, b}[i%2]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				resp, err := http.Get(r.url() + "/demo/items")
-				if err != nil {
-					bad.Add(1)
-					return
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					bad.Add(1)
-				}
-			}()
-		}
-		wg.Wait()
-		if got := counter.count("refresh_token") - before; got != 1 || bad.Load() != 0 {
-			t.Fatalf("refreshes = %d, failed requests = %d; want 1 and 0", got, bad.Load())
+		bad := storm(100, a.url()+"/demo/items", b.url()+"/demo/items")
+		if got := counter.count("refresh_token") - before; got != 1 || bad != 0 {
+			t.Fatalf("refreshes = %d, failed requests = %d; want 1 and 0", got, bad)
 		}
 		noteTokens()
 	})

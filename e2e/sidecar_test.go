@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -16,11 +14,8 @@ import (
 // a replayed callback, proactive refresh, refresh after an upstream 401 with
 // a replayed POST body, and a storm of requests on an expired token.
 func TestSidecar(t *testing.T) {
-	h := newHydra(t)
-	up := newUpstream(t, h)
-	counter := h.countTokens(t)
-	c := h.createClient(t, "http://localhost:9080/oauth/callback", "client_secret_basic")
-	s := startSidecar(t, h, counter.URL, c, up)
+	f := newFixture(t, "client_secret_basic")
+	h, up, counter, c, s := f.h, f.up, f.counter, f.c, f.s
 	app := newBrowser() // the app calling the API through the sidecar
 	user := newBrowser()
 
@@ -198,26 +193,9 @@ func TestSidecar(t *testing.T) {
 		exp, _ := time.Parse(time.RFC3339, rec["expiry"].(string))
 		time.Sleep(time.Until(exp.Add(1100 * time.Millisecond)))
 		refreshes := counter.count("refresh_token")
-		var wg sync.WaitGroup
-		var bad atomic.Int64
-		for range 200 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				resp, err := app.c.Get(s.base + "/demo/items")
-				if err != nil {
-					bad.Add(1)
-					return
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					bad.Add(1)
-				}
-			}()
-		}
-		wg.Wait()
-		if got := counter.count("refresh_token") - refreshes; got != 1 || bad.Load() != 0 {
-			t.Fatalf("200 requests on an expired token: %d refreshes, %d failures; want 1 and 0", got, bad.Load())
+		bad := storm(200, s.base+"/demo/items")
+		if got := counter.count("refresh_token") - refreshes; got != 1 || bad != 0 {
+			t.Fatalf("200 requests on an expired token: %d refreshes, %d failures; want 1 and 0", got, bad)
 		}
 	})
 }
@@ -226,11 +204,8 @@ func TestSidecar(t *testing.T) {
 // invalid_grant, the token is removed from Vault and the app is told to
 // authorize again.
 func TestRevokedGrant(t *testing.T) {
-	h := newHydra(t)
-	up := newUpstream(t, h)
-	counter := h.countTokens(t)
-	c := h.createClient(t, "http://localhost:9080/oauth/callback", "client_secret_basic")
-	s := startSidecar(t, h, counter.URL, c, up)
+	f := newFixture(t, "client_secret_basic")
+	h, counter, c, s := f.h, f.counter, f.c, f.s
 	connect(t, s, newBrowser())
 	app := newBrowser()
 	if resp, _ := app.do(t, "GET", s.base+"/demo/items", "", ""); resp.StatusCode != http.StatusOK {
@@ -288,11 +263,8 @@ func keys(m map[string]any) []string {
 // client authentication Microsoft Entra uses, against a Hydra client that
 // accepts only that.
 func TestPostClientAuth(t *testing.T) {
-	h := newHydra(t)
-	up := newUpstream(t, h)
-	counter := h.countTokens(t)
-	c := h.createClient(t, "http://localhost:9080/oauth/callback", "client_secret_post")
-	s := startSidecarAuth(t, h, counter.URL, c, up, "post")
+	f := newFixture(t, "client_secret_post")
+	counter, s := f.counter, f.s
 	connect(t, s, newBrowser())
 	old := s.stored(t, "demo")
 	exp, _ := time.Parse(time.RFC3339, old["expiry"].(string))
@@ -308,11 +280,8 @@ func TestPostClientAuth(t *testing.T) {
 // connection answers 503 with Retry-After and keeps its token in Vault;
 // once the endpoint is back, the next request refreshes and succeeds.
 func TestTokenEndpointOutage(t *testing.T) {
-	h := newHydra(t)
-	up := newUpstream(t, h)
-	counter := h.countTokens(t)
-	c := h.createClient(t, "http://localhost:9080/oauth/callback", "client_secret_basic")
-	s := startSidecar(t, h, counter.URL, c, up)
+	f := newFixture(t, "client_secret_basic")
+	up, counter, s := f.up, f.counter, f.s
 	connect(t, s, newBrowser())
 	old := s.stored(t, "demo")
 	exp, _ := time.Parse(time.RFC3339, old["expiry"].(string))
