@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
 	"sort"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+	"github.com/caddy-oauthconn/caddy-oauthconn/ratelimit"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
 
@@ -59,7 +61,24 @@ type App struct {
 	// from the store. Default: 1m.
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
 
+	// AllowedReturnOrigins are origins (such as https://app.example.com)
+	// that an absolute return_to may point at. Same-site paths are always
+	// allowed; anything else falls back to {base_path}/.
+	AllowedReturnOrigins []string `json:"allowed_return_origins,omitempty"`
+
+	// RateLimit limits how often one client IP address may call the
+	// authorize and callback routes. Default: 30 per minute, tracking at
+	// most 10000 addresses.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
+	// MaxPendingFlows caps the authorizations in flight per connector on
+	// each instance. Default: 1000.
+	MaxPendingFlows int `json:"max_pending_flows,omitempty"`
+
 	store     RecordStore
+	returnTo  flow.ReturnTo
+	limiter   *ratelimit.Limiter
+	pending   *pendingFlows
 	keeper    *tokens.Keeper
 	flows     *flow.Flows
 	public    *url.URL
@@ -68,6 +87,18 @@ type App struct {
 	ctx       caddy.Context
 	stopSweep context.CancelFunc
 	sweepDone chan struct{}
+}
+
+// RateLimit is a per-client request budget.
+type RateLimit struct {
+	// Requests is how many requests a client may make per Window (also
+	// the burst). Zero turns the limit off.
+	Requests int `json:"requests"`
+	// Window is the period Requests are counted over. Default: 1m.
+	Window caddy.Duration `json:"window,omitempty"`
+	// MaxClients bounds the client addresses tracked; the least recently
+	// seen are forgotten first. Default: 10000.
+	MaxClients int `json:"max_clients,omitempty"`
 }
 
 // RecordStore is a kv.Store that can name where it keeps its records.
@@ -117,7 +148,34 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("oauthconn: public_url %q must not have a query or fragment", a.PublicURL)
 		}
 		a.public = u
+		if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			return fmt.Errorf("oauthconn: public_url %q must be https: over plain http the flow cookie cannot be Secure and authorization codes travel in clear (http is allowed only for localhost)", a.PublicURL)
+		}
 	}
+	for _, o := range a.AllowedReturnOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.TrimRight(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+			return fmt.Errorf("oauthconn: allowed_return_origins: %q is not an origin such as https://app.example.com", o)
+		}
+		a.returnTo.AllowedOrigins = append(a.returnTo.AllowedOrigins, u.Scheme+"://"+u.Host)
+	}
+	rl := RateLimit{Requests: 30}
+	if a.RateLimit != nil {
+		rl = *a.RateLimit
+	}
+	if rl.Window == 0 {
+		rl.Window = caddy.Duration(time.Minute)
+	}
+	if rl.MaxClients == 0 {
+		rl.MaxClients = 10000
+	}
+	if rl.Requests > 0 {
+		a.limiter = ratelimit.New(rl.Requests, time.Duration(rl.Window), rl.MaxClients)
+	}
+	if a.MaxPendingFlows == 0 {
+		a.MaxPendingFlows = 1000
+	}
+	a.pending = newPendingFlows(a.MaxPendingFlows)
 	if a.BasePath == "" {
 		a.BasePath = "/oauth"
 	}
@@ -255,6 +313,14 @@ func (a *App) authorizeURL(name string) string {
 
 // secureCookies reports whether flow cookies get the Secure attribute.
 func (a *App) secureCookies() bool { return a.public != nil && a.public.Scheme == "https" }
+
+func isLoopback(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // appFrom gets the oauthconn app for a handler.
 func appFrom(ctx caddy.Context) (*App, error) {

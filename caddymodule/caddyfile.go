@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,6 +39,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		base_path      <path>
 //		flow_ttl       <duration>
 //		sweep_interval <duration>
+//		allowed_return_origins <origin...>
+//		rate_limit     <requests> <window> [<max_clients>] | off
+//		max_pending_flows <n>
 //		store vault {
 //			address   <url>
 //			token     <token>
@@ -53,6 +57,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		connector <name> {
 //			provider            microsoft|notion
 //			tenant              <tenant>
+//			issuer              <issuer URL>
 //			authorization_url   <url>
 //			token_url           <url>
 //			client_id           <id>
@@ -96,6 +101,44 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := durationArg(d, &a.SweepInterval); err != nil {
 				return err
 			}
+		case "allowed_return_origins":
+			a.AllowedReturnOrigins = append(a.AllowedReturnOrigins, d.RemainingArgs()...)
+			if len(a.AllowedReturnOrigins) == 0 {
+				return d.ArgErr()
+			}
+		case "rate_limit":
+			args := d.RemainingArgs()
+			if len(args) == 1 && args[0] == "off" {
+				a.RateLimit = &RateLimit{Requests: 0}
+				break
+			}
+			if len(args) < 2 || len(args) > 3 {
+				return d.Err("rate_limit takes <requests> <window> [<max_clients>], or off")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n <= 0 {
+				return d.Errf("rate_limit: requests %q must be a positive number", args[0])
+			}
+			w, err := caddy.ParseDuration(args[1])
+			if err != nil || w <= 0 {
+				return d.Errf("rate_limit: bad window %q", args[1])
+			}
+			a.RateLimit = &RateLimit{Requests: n, Window: caddy.Duration(w)}
+			if len(args) == 3 {
+				if a.RateLimit.MaxClients, err = strconv.Atoi(args[2]); err != nil || a.RateLimit.MaxClients <= 0 {
+					return d.Errf("rate_limit: max_clients %q must be a positive number", args[2])
+				}
+			}
+		case "max_pending_flows":
+			var s string
+			if err := oneArg(d, &s); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				return d.Errf("max_pending_flows %q must be a positive number", s)
+			}
+			a.MaxPendingFlows = n
 		case "store":
 			if a.StoreRaw != nil {
 				return d.Err("store may be given only once")
@@ -146,6 +189,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			}
 		case "tenant":
 			err = oneArg(d, &c.Tenant)
+		case "issuer":
+			err = oneArg(d, &c.Issuer)
 		case "authorization_url":
 			err = oneArg(d, &c.AuthorizationURL)
 		case "token_url":

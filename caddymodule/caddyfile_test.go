@@ -76,6 +76,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"proxy arguments", "http://localhost:8080 {\n\toauthconn_proxy demo\n}\n", "takes a connector name and an upstream URL, got 1"},
 		{"proxy to", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\tto http://y\n\t}\n}\n", "to is not allowed"},
 		{"proxy replay_limit", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\treplay_limit lots\n\t}\n}\n", `replay_limit "lots"`},
+		{"rate_limit arity", global("rate_limit 10"), "rate_limit takes <requests> <window>"},
+		{"rate_limit requests", global("rate_limit many 1m"), `rate_limit: requests "many"`},
+		{"max_pending_flows", global("max_pending_flows -3"), `max_pending_flows "-3" must be a positive number`},
 		{"connect arguments", "http://localhost:8080 {\n\toauthconn_connect /oauth/* extra\n}\n", "wrong argument count"},
 	}
 	for _, tt := range tests {
@@ -116,6 +119,11 @@ func TestLoadErrors(t *testing.T) {
 		{"missing public_url", global(demoConnector), "connector demo: public_url (or the connector's redirect_uri) is required"},
 		{"bad connector name", global("public_url http://localhost:8080\nconnector a/b {\nclient_id x\n}"), `connector name "a/b"`},
 		{"unconfigured connector loads", withProxy("public_url http://localhost:8080\nconnector n {\nprovider notion\nclient_id {env.OAUTHCONN_TEST_UNSET}\n}", "n", "{env.OAUTHCONN_TEST_UNSET}"), ""},
+		{"no client_id at all", global("public_url http://localhost:8080\nconnector a {\nauthorization_url https://as/a\ntoken_url https://as/t\n}"), "connector a: client_id is required"},
+		{"http public_url off loopback", global("public_url http://connect.example.com"), `public_url "http://connect.example.com" must be https`},
+		{"http public_url on loopback", global("public_url http://127.0.0.1:8080"), ""},
+		{"bad return origin", global("public_url http://localhost:8080\nallowed_return_origins https://app.example.com/path"), `allowed_return_origins: "https://app.example.com/path" is not an origin`},
+		{"bad issuer", withProxy("public_url http://localhost:8080\nconnector demo {\nauthorization_url https://as/a\ntoken_url https://as/t\nclient_id x\nissuer as.example.com\n}", "demo", "https://api"), "connector demo: issuer must be an absolute http(s) URL"},
 		{"file store key", global("store file {\nkey bm90IGEga2V5\n}"), "key must decode to 32 bytes"},
 	}
 	for _, tt := range tests {

@@ -1,12 +1,15 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,8 +80,67 @@ func (h *ConnectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		http.Redirect(w, r, h.app.BasePath+"/", http.StatusFound)
 		return nil
 	}
+	if h.limited(w, r) {
+		return nil
+	}
 	h.mux.ServeHTTP(w, r)
 	return nil
+}
+
+// limited applies the per-client rate limit to the authorize and callback
+// routes, answering 429 with Retry-After when it is exceeded.
+func (h *ConnectHandler) limited(w http.ResponseWriter, r *http.Request) bool {
+	if h.app.limiter == nil {
+		return false
+	}
+	p := r.URL.Path
+	if p != h.app.BasePath+"/callback" && !strings.HasSuffix(p, "/authorize") {
+		return false
+	}
+	ok, wait := h.app.limiter.Allow(clientIP(r), time.Now())
+	if ok {
+		return false
+	}
+	h.logger.Warn("rate limit exceeded", zap.String("route", strings.TrimPrefix(p, h.app.BasePath)))
+	tooMany(w, wait)
+	if strings.HasSuffix(p, "/callback") {
+		writeErrorPage(w, http.StatusTooManyRequests, h.app.BasePath+"/", "Too many attempts from your address. Wait a moment and start again.", "")
+		return true
+	}
+	writeJSON(w, http.StatusTooManyRequests, apiError{Error: "rate_limited", Message: "too many requests; retry after the Retry-After delay"})
+	return true
+}
+
+func tooMany(w http.ResponseWriter, wait time.Duration) {
+	secs := int(wait.Seconds() + 0.999)
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+}
+
+// clientIP is the client's address as Caddy determined it (honouring
+// trusted_proxies), without the port.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// userID is the authenticated user, as set by Caddy's authentication
+// handlers (basic_auth) or copied from forward_auth, if any.
+func userID(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	id, _ := repl.GetString("http.auth.user.id")
+	return id
 }
 
 // lookup finds a configured connector by its path value, answering the
@@ -117,9 +179,23 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 			returnTo = body.ReturnTo
 		}
 	}
-	returnTo = flow.SafeReturnTo(returnTo, "")
+	returnTo = h.app.returnTo.Safe(returnTo, "")
 
-	started, err := h.app.flows.Begin(r.Context(), c.name, "", returnTo)
+	now := time.Now()
+	if ok, wait := h.app.pending.add(c.name, now, now.Add(h.app.flows.TTL())); !ok {
+		h.logger.Warn("too many pending authorizations", zap.String("connector", c.name))
+		tooMany(w, wait)
+		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "too_many_pending_authorizations", Connector: c.name})
+		return
+	}
+	// Learn ahead of the callback whether the server sends iss (RFC 9207).
+	go func(ctx context.Context) {
+		if err := c.conn.Discover(ctx); err != nil {
+			h.logger.Warn("authorization server metadata", zap.String("connector", c.name), zap.Error(err))
+		}
+	}(context.WithoutCancel(r.Context()))
+
+	started, err := h.app.flows.Begin(r.Context(), c.name, "", returnTo, userID(r))
 	if err != nil {
 		h.logger.Error("starting authorization", zap.String("connector", c.name), zap.Error(err))
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not record the authorization; try again"})
@@ -165,8 +241,11 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	// State and browser binding are checked, and the state consumed,
 	// before anything else: no token request is made for a state that is
 	// unknown, used, expired or started in another browser.
-	fl, err := h.app.flows.Finish(r.Context(), state, binding)
+	fl, err := h.app.flows.Finish(r.Context(), state, binding, userID(r))
 	switch {
+	case errors.Is(err, flow.ErrOtherUser):
+		fail(http.StatusForbidden, "This authorization was started by another user. Start the connection again as yourself.", "", "other_user")
+		return
 	case errors.Is(err, flow.ErrNotBound):
 		fail(http.StatusForbidden, "This authorization was started in another browser, or its cookie expired. Start the connection again here.", "", "not_bound")
 		return
@@ -181,7 +260,20 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, "The authorization could not be checked right now. Try again.", "", "store_error")
 		return
 	}
+	h.app.pending.done(fl.Connector)
 	log := h.logger.With(zap.String("connector", fl.Connector))
+	c := h.app.Connectors[fl.Connector]
+	if c == nil || c.conn == nil {
+		fail(http.StatusBadRequest, "The connector of this authorization is no longer configured.", "", "connector_gone")
+		return
+	}
+	// Mix-up defence (RFC 9207): the response must come from this
+	// connector's authorization server.
+	if err := c.conn.CheckIssuer(r.Context(), q.Get("iss")); err != nil {
+		log.Warn("authorization response from another issuer", zap.Error(err))
+		fail(http.StatusBadRequest, "The authorization response did not come from this connector's authorization server.", "", "issuer_mismatch")
+		return
+	}
 	if pe := q.Get("error"); pe != "" {
 		log.Warn("provider returned an error", zap.String("error", capText(pe, 64)))
 		fail(http.StatusBadRequest, "The provider did not authorize the connection.", pe+describe(q.Get("error_description")), "provider_error")
@@ -190,11 +282,6 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	code := q.Get("code")
 	if code == "" {
 		fail(http.StatusBadRequest, "The provider's answer carries no authorization code.", "", "missing_code")
-		return
-	}
-	c := h.app.Connectors[fl.Connector]
-	if c == nil || c.conn == nil {
-		fail(http.StatusBadRequest, "The connector of this authorization is no longer configured.", "", "connector_gone")
 		return
 	}
 	tok, err := c.conn.Exchange(r.Context(), code, fl.Verifier)
@@ -207,7 +294,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The provider returned no access token.", "", "no_access_token")
 		return
 	}
-	if _, err := h.app.keeper.Save(r.Context(), tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, tok); err != nil {
+	if _, err := h.app.keeper.Save(r.Context(), tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, tok, fl.CreatedBy); err != nil {
 		log.Error("storing tokens", zap.Error(err))
 		fail(http.StatusServiceUnavailable, "The connection was authorized but could not be stored. Try again.", "", "store_error")
 		return
@@ -243,6 +330,7 @@ type connectorStatus struct {
 	Status       string     `json:"status"`
 	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
 	ConnectedAt  *time.Time `json:"connected_at,omitempty"`
+	ConnectedBy  string     `json:"connected_by,omitempty"`
 	LastError    string     `json:"last_error,omitempty"`
 	AuthorizeURL string     `json:"authorize_url,omitempty"`
 }
@@ -273,7 +361,7 @@ func (h *ConnectHandler) statuses(r *http.Request) []connectorStatus {
 		if !s.ConnectedAt.IsZero() {
 			st.ConnectedAt = &s.ConnectedAt
 		}
-		st.LastError = s.LastError
+		st.LastError, st.ConnectedBy = s.LastError, s.ConnectedBy
 		out = append(out, st)
 	}
 	return out

@@ -31,6 +31,12 @@ type Connector struct {
 	// TokenURL is the provider's token endpoint.
 	TokenURL string `json:"token_url,omitempty"`
 
+	// Issuer is the authorization server's issuer identifier (RFC 8414).
+	// With it set, an iss parameter in the authorization response must
+	// equal it, and a missing one is refused when the server's metadata
+	// says it always sends one (RFC 9207, mix-up defence).
+	Issuer string `json:"issuer,omitempty"`
+
 	// ClientID is the client identifier issued by the provider.
 	ClientID string `json:"client_id,omitempty"`
 
@@ -81,6 +87,11 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 		return fmt.Errorf("connector name %q: %w", name, err)
 	}
 	c.name = name
+	if c.ClientID == "" {
+		// Not a placeholder that expands to empty (that is
+		// "unconfigured"), but no client_id at all.
+		return fmt.Errorf("connector %s: client_id is required (use a placeholder such as {env.CLIENT_ID} to configure it later)", name)
+	}
 	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
 	cfg := connector.Config{
 		Name:         name,
@@ -92,6 +103,7 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 		AuthStyle:    connector.AuthStyle(exp(c.AuthStyle)),
 		RedirectURL:  exp(c.RedirectURI),
 		PKCE:         c.PKCE == nil || *c.PKCE,
+		Issuer:       exp(c.Issuer),
 		AuthParams:   expandMap(c.AuthorizationParams, exp),
 		TokenHeaders: expandMap(c.TokenHeaders, exp),
 	}

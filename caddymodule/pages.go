@@ -14,7 +14,7 @@ var pages = template.Must(template.ParseFS(pageFiles, "pages/*.html"))
 
 // pageCSP allows the pages' inline styles and nothing else: no script, no
 // framing, no outside resources.
-const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 func writePage(w http.ResponseWriter, status int, name string, data any) error {
 	noStore(w)

@@ -67,6 +67,9 @@ type Config struct {
 	TokenHeaders map[string]string
 	// TokenBody is the encoding of token requests.
 	TokenBody BodyFormat
+	// Issuer is the authorization server's issuer identifier; with it set,
+	// authorization responses are checked against mix-up (RFC 9207).
+	Issuer string
 	// Timeout bounds each token request. Zero: 30 seconds.
 	Timeout time.Duration
 }
@@ -76,7 +79,10 @@ func (c *Config) Validate() error {
 	if c.ClientID == "" {
 		return fmt.Errorf("connector %s: client_id is required", c.Name)
 	}
-	for field, v := range map[string]string{"authorization_url": c.AuthURL, "token_url": c.TokenURL, "redirect_uri": c.RedirectURL} {
+	for field, v := range map[string]string{"authorization_url": c.AuthURL, "token_url": c.TokenURL, "redirect_uri": c.RedirectURL, "issuer": c.Issuer} {
+		if v == "" && field == "issuer" {
+			continue
+		}
 		if v == "" {
 			return fmt.Errorf("connector %s: %s is required", c.Name, field)
 		}
@@ -106,6 +112,7 @@ type Connector struct {
 	cfg    Config
 	oauth  oauth2.Config
 	client *http.Client
+	issuer issuerState
 }
 
 // New validates cfg and makes a Connector. base is the HTTP client used for

@@ -246,3 +246,31 @@ func TestErrorClassification(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckIssuer(t *testing.T) {
+	const as = "https://as.example.com"
+	tests := []struct {
+		name     string
+		required bool
+		iss      string
+		ok       bool
+	}{
+		{"matching iss", false, as, true},
+		{"matching iss, required", true, as, true},
+		{"other issuer", false, "https://evil.example.com", false},
+		{"other issuer, trailing slash", false, as + "/", false},
+		{"missing iss, not advertised", false, "", true},
+		{"missing iss, advertised", true, "", false},
+	}
+	for _, tt := range tests {
+		err := checkIssuer(as, tt.required, tt.iss)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrIssuerMismatch)) {
+			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+	// Without a configured issuer nothing is checked.
+	c := &Connector{}
+	if err := c.CheckIssuer(context.Background(), "https://anything"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -42,6 +42,9 @@ type Flow struct {
 	Verifier string
 	// ReturnTo is where the browser goes after success.
 	ReturnTo string
+	// CreatedBy is the authenticated user who started the flow, if any;
+	// only the same user may finish it.
+	CreatedBy string
 	// CreatedAt and ExpiresAt bound the flow's life.
 	CreatedAt time.Time
 	ExpiresAt time.Time
@@ -54,6 +57,7 @@ var (
 	ErrUnknownState = errors.New("unknown or already used authorization state")
 	ErrExpired      = errors.New("the authorization took too long; start again")
 	ErrNotBound     = errors.New("the authorization was started in another browser")
+	ErrOtherUser    = errors.New("the authorization was started by another user")
 )
 
 // Flows creates and finishes pending authorizations.
@@ -94,8 +98,9 @@ type Started struct {
 // CookiePrefix starts every flow cookie's name.
 const CookiePrefix = "oauthconn_flow_"
 
-// Begin records a new flow for the connection and returns its secrets.
-func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo string) (Started, error) {
+// Begin records a new flow for the connection, started by the
+// authenticated user createdBy (empty if none), and returns its secrets.
+func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo, createdBy string) (Started, error) {
 	s := Started{State: random(32), Binding: random(32), Verifier: oauth2.GenerateVerifier()}
 	id := stateID(s.State)
 	s.CookieName = CookiePrefix + id[:16]
@@ -111,6 +116,9 @@ func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo string) 
 	if subject != "" {
 		data["subject"] = subject
 	}
+	if createdBy != "" {
+		data["created_by"] = createdBy
+	}
 	if _, err := f.store.Put(ctx, "states/"+id, data, 0); err != nil {
 		return Started{}, fmt.Errorf("recording authorization state: %w", err)
 	}
@@ -120,10 +128,11 @@ func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo string) 
 // CookieName returns the flow cookie's name for a state.
 func CookieName(state string) string { return CookiePrefix + stateID(state)[:16] }
 
-// Finish checks state and the browser's binding and consumes the flow: of
-// any number of concurrent calls with one state, across replicas, exactly
-// one succeeds. Nothing is consumed if the binding does not match.
-func (f *Flows) Finish(ctx context.Context, state, binding string) (Flow, error) {
+// Finish checks state, the browser's binding and the user (by, empty if
+// none) and consumes the flow: of any number of concurrent calls with one
+// state, across replicas, exactly one succeeds. Nothing is consumed if the
+// binding or the user does not match.
+func (f *Flows) Finish(ctx context.Context, state, binding, by string) (Flow, error) {
 	if state == "" || len(state) > 512 {
 		return Flow{}, ErrUnknownState
 	}
@@ -148,6 +157,9 @@ func (f *Flows) Finish(ctx context.Context, state, binding string) (Flow, error)
 	}
 	if binding == "" || subtle.ConstantTimeCompare([]byte(hash(binding)), []byte(fl.bindingHash)) != 1 {
 		return Flow{}, ErrNotBound
+	}
+	if fl.CreatedBy != by {
+		return Flow{}, ErrOtherUser
 	}
 	// Consume: a check-and-set write at the version read. Only one writer
 	// can win it; the others see a conflict, as a replayed state does.
@@ -204,6 +216,7 @@ func decode(m map[string]string) (Flow, error) {
 		Subject:     m["subject"],
 		Verifier:    m["verifier"],
 		ReturnTo:    m["return_to"],
+		CreatedBy:   m["created_by"],
 		bindingHash: m["binding_hash"],
 	}
 	var err1, err2 error

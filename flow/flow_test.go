@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +26,7 @@ func newFlows(t *testing.T, now func() time.Time) (*Flows, *filestore.Store) {
 func TestBeginFinish(t *testing.T) {
 	f, st := newFlows(t, nil)
 	ctx := context.Background()
-	s, err := f.Begin(ctx, "demo", "", "/after")
+	s, err := f.Begin(ctx, "demo", "", "/after", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,28 +41,34 @@ func TestBeginFinish(t *testing.T) {
 		t.Fatalf("state records = %v; the state must not name its record", ids)
 	}
 
+	// Another user, or nobody, consumes nothing.
+	for _, by := range []string{"bob", ""} {
+		if _, err := f.Finish(ctx, s.State, s.Binding, by); !errors.Is(err, ErrOtherUser) {
+			t.Fatalf("finished by %q: %v", by, err)
+		}
+	}
 	// The wrong browser consumes nothing.
-	if _, err := f.Finish(ctx, s.State, "other-binding"); !errors.Is(err, ErrNotBound) {
+	if _, err := f.Finish(ctx, s.State, "other-binding", "alice"); !errors.Is(err, ErrNotBound) {
 		t.Fatalf("wrong binding: %v", err)
 	}
-	if _, err := f.Finish(ctx, s.State, ""); !errors.Is(err, ErrNotBound) {
+	if _, err := f.Finish(ctx, s.State, "", "alice"); !errors.Is(err, ErrNotBound) {
 		t.Fatalf("no binding: %v", err)
 	}
-	fl, err := f.Finish(ctx, s.State, s.Binding)
+	fl, err := f.Finish(ctx, s.State, s.Binding, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fl.Connector != "demo" || fl.Verifier != s.Verifier || fl.ReturnTo != "/after" {
+	if fl.Connector != "demo" || fl.Verifier != s.Verifier || fl.ReturnTo != "/after" || fl.CreatedBy != "alice" {
 		t.Fatalf("flow = %+v", fl)
 	}
 	// Single use.
-	if _, err := f.Finish(ctx, s.State, s.Binding); !errors.Is(err, ErrUnknownState) {
+	if _, err := f.Finish(ctx, s.State, s.Binding, "alice"); !errors.Is(err, ErrUnknownState) {
 		t.Fatalf("replay: %v", err)
 	}
 	if ids, _ := st.List(ctx, "states"); len(ids) != 0 {
 		t.Fatalf("finished flow left records %v", ids)
 	}
-	if _, err := f.Finish(ctx, "never-issued", s.Binding); !errors.Is(err, ErrUnknownState) {
+	if _, err := f.Finish(ctx, "never-issued", s.Binding, "alice"); !errors.Is(err, ErrUnknownState) {
 		t.Fatalf("unknown state: %v", err)
 	}
 }
@@ -68,19 +76,19 @@ func TestBeginFinish(t *testing.T) {
 func TestExpiredFlow(t *testing.T) {
 	now := time.Now()
 	f, _ := newFlows(t, func() time.Time { return now })
-	s, err := f.Begin(context.Background(), "demo", "", "")
+	s, err := f.Begin(context.Background(), "demo", "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(DefaultTTL + time.Second)
-	if _, err := f.Finish(context.Background(), s.State, s.Binding); !errors.Is(err, ErrExpired) {
+	if _, err := f.Finish(context.Background(), s.State, s.Binding, ""); !errors.Is(err, ErrExpired) {
 		t.Fatalf("err = %v, want ErrExpired", err)
 	}
 }
 
 func TestConcurrentFinishRedeemsOnce(t *testing.T) {
 	f, _ := newFlows(t, nil)
-	s, err := f.Begin(context.Background(), "demo", "", "")
+	s, err := f.Begin(context.Background(), "demo", "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +98,7 @@ func TestConcurrentFinishRedeemsOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := f.Finish(context.Background(), s.State, s.Binding); err == nil {
+			if _, err := f.Finish(context.Background(), s.State, s.Binding, ""); err == nil {
 				ok.Add(1)
 			}
 		}()
@@ -105,11 +113,11 @@ func TestSweep(t *testing.T) {
 	now := time.Now()
 	f, st := newFlows(t, func() time.Time { return now })
 	ctx := context.Background()
-	if _, err := f.Begin(ctx, "old", "", ""); err != nil {
+	if _, err := f.Begin(ctx, "old", "", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(DefaultTTL + time.Minute)
-	fresh, err := f.Begin(ctx, "new", "", "")
+	fresh, err := f.Begin(ctx, "new", "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +128,7 @@ func TestSweep(t *testing.T) {
 	if ids, _ := st.List(ctx, "states"); len(ids) != 1 {
 		t.Fatalf("after sweep: %v", ids)
 	}
-	if _, err := f.Finish(ctx, fresh.State, fresh.Binding); err != nil {
+	if _, err := f.Finish(ctx, fresh.State, fresh.Binding, ""); err != nil {
 		t.Fatalf("sweep removed a live flow: %v", err)
 	}
 }
@@ -152,6 +160,42 @@ func TestSafeReturnTo(t *testing.T) {
 	for _, tt := range tests {
 		if got := SafeReturnTo(tt.in, "/oauth/"); got != tt.want {
 			t.Errorf("SafeReturnTo(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestOpenRedirectCorpus: none of the payloads in testdata/open-redirects.txt
+// is accepted as a return destination.
+func TestOpenRedirectCorpus(t *testing.T) {
+	b, err := os.ReadFile("testdata/open-redirects.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := ReturnTo{AllowedOrigins: []string{"https://good.example"}}
+	n := 0
+	for i, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		p, err := strconv.Unquote(line)
+		if err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		n++
+		if got := policy.Safe(p, "FALLBACK"); got != "FALLBACK" {
+			t.Errorf("accepted %q", p)
+		}
+	}
+	if n < 300 {
+		t.Fatalf("corpus has %d payloads, want at least 300", n)
+	}
+}
+
+func TestAllowedReturnOrigins(t *testing.T) {
+	policy := ReturnTo{AllowedOrigins: []string{"https://good.example", "http://localhost:3000/"}}
+	for _, ok := range []string{"https://good.example", "https://good.example/dash?x=1#y", "https://good.example?x", "http://localhost:3000/app", "/local", "/caf%C3%A9"} {
+		if got := policy.Safe(ok, "FALLBACK"); got != ok {
+			t.Errorf("Safe(%q) = %q, want it accepted", ok, got)
 		}
 	}
 }

@@ -396,15 +396,16 @@ func (k *Keeper) fail(key Key, msg string, now time.Time, gone bool) {
 	}
 }
 
-// Save stores a token set obtained by authorizing (a code exchange),
-// replacing whatever the connection held.
-func (k *Keeper) Save(ctx context.Context, key Key, ot *oauth2.Token) (Token, error) {
+// Save stores a token set obtained by authorizing (a code exchange) by the
+// user connectedBy (empty if unknown), replacing whatever the connection
+// held.
+func (k *Keeper) Save(ctx context.Context, key Key, ot *oauth2.Token, connectedBy string) (Token, error) {
 	if err := key.Validate(); err != nil {
 		return Token{}, err
 	}
 	now := k.now()
 	tok := FromOAuth2(ot, Token{}, now)
-	tok.ConnectedAt = now
+	tok.ConnectedAt, tok.ConnectedBy = now, connectedBy
 	for range 5 {
 		version := 0
 		e, err := k.store.Get(ctx, key.tokenPath())
@@ -438,8 +439,9 @@ type Status struct {
 	// Usable is true when the access token is valid now or can be
 	// refreshed.
 	Usable bool
-	// ConnectedAt is when the connection was authorized.
+	// ConnectedAt is when the connection was authorized, and by whom.
 	ConnectedAt time.Time
+	ConnectedBy string
 	// LastError describes the last refresh failure in plain words.
 	LastError   string
 	LastErrorAt time.Time
@@ -463,7 +465,7 @@ func (k *Keeper) Status(ctx context.Context, key Key) (Status, error) {
 		return s, err
 	}
 	now := k.now()
-	s.Connected, s.Expiry, s.ConnectedAt = true, tok.Expiry, tok.ConnectedAt
+	s.Connected, s.Expiry, s.ConnectedAt, s.ConnectedBy = true, tok.Expiry, tok.ConnectedAt, tok.ConnectedBy
 	s.Usable = tok.Usable(now) || tok.Refreshable(now)
 	return s, nil
 }

@@ -93,7 +93,7 @@ var policy = Policy{Margin: 5 * time.Minute, Cooldown: 30 * time.Second}
 
 func seed(t *testing.T, k *Keeper, at, rt string, expiry time.Time) {
 	t.Helper()
-	if _, err := k.Save(context.Background(), demo, &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: expiry}); err != nil {
+	if _, err := k.Save(context.Background(), demo, &oauth2.Token{AccessToken: at, RefreshToken: rt, Expiry: expiry}, "alice"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -298,7 +298,7 @@ func TestCASConflictRereads(t *testing.T) {
 		}
 		once.Do(func() {
 			other := NewKeeper(Options{Store: st.Store, Now: clk.Now, Cache: NewCache()})
-			if _, err := other.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-reconnected", RefreshToken: "rt-r", Expiry: clk.Now().Add(time.Hour)}); err != nil {
+			if _, err := other.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-reconnected", RefreshToken: "rt-r", Expiry: clk.Now().Add(time.Hour)}, ""); err != nil {
 				t.Error(err)
 			}
 		})
@@ -399,7 +399,7 @@ func TestDueAt(t *testing.T) {
 
 func TestRecordRoundTrip(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	in := Token{AccessToken: "a", RefreshToken: "r", TokenType: "bearer", Scope: "x y", Expiry: t0, RefreshExpiry: t0.Add(time.Hour), ObtainedAt: t0, ConnectedAt: t0}
+	in := Token{AccessToken: "a", RefreshToken: "r", TokenType: "bearer", Scope: "x y", Expiry: t0, RefreshExpiry: t0.Add(time.Hour), ObtainedAt: t0, ConnectedAt: t0, ConnectedBy: "alice"}
 	out, err := tokenFromRecord(in.record())
 	if err != nil || out != in {
 		t.Fatalf("round trip = %+v, %v", out, err)

@@ -66,6 +66,8 @@ type Token struct {
 	ObtainedAt time.Time
 	// ConnectedAt is when the connection was authorized.
 	ConnectedAt time.Time
+	// ConnectedBy is the authenticated user who authorized it, if known.
+	ConnectedBy string
 }
 
 // schemaVersion is written into every token record.
@@ -114,6 +116,7 @@ func FromOAuth2(ot *oauth2.Token, prev Token, now time.Time) Token {
 		Expiry:       ot.Expiry,
 		ObtainedAt:   now,
 		ConnectedAt:  prev.ConnectedAt,
+		ConnectedBy:  prev.ConnectedBy,
 	}
 	if s, ok := ot.Extra("scope").(string); ok {
 		t.Scope = s
@@ -159,6 +162,7 @@ func (t Token) record() map[string]string {
 	put("refresh_token", t.RefreshToken)
 	put("token_type", t.TokenType)
 	put("scope", t.Scope)
+	put("connected_by", t.ConnectedBy)
 	putTime("expiry", t.Expiry)
 	putTime("refresh_expiry", t.RefreshExpiry)
 	putTime("obtained_at", t.ObtainedAt)
@@ -175,6 +179,7 @@ func tokenFromRecord(m map[string]string) (Token, error) {
 		RefreshToken: m["refresh_token"],
 		TokenType:    m["token_type"],
 		Scope:        m["scope"],
+		ConnectedBy:  m["connected_by"],
 	}
 	for field, dst := range map[string]*time.Time{
 		"expiry": &t.Expiry, "refresh_expiry": &t.RefreshExpiry,
