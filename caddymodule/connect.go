@@ -221,17 +221,21 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 
 func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	back := h.app.BasePath + "/"
-	q := r.URL.Query()
-	state := q.Get("state")
+	cb, perr := flow.ParseCallback(r.URL.RawQuery)
+	state := cb.State
+	// consumed is set once the state can no longer be used, and the
+	// flow cookie is then cleared; a refused callback that consumed
+	// nothing (wrong browser or user) leaves it for the right one.
+	consumed := false
 	fail := func(status int, reason, detail string, logReason string) {
 		h.logger.Warn("authorization failed", zap.String("reason", logReason))
-		if state != "" {
+		if consumed {
 			h.clearCookie(w, flow.CookieName(state))
 		}
 		writeErrorPage(w, status, back, reason, detail)
 	}
-	if state == "" {
-		fail(http.StatusBadRequest, "The request carries no state. Start the connection again.", "", "missing_state")
+	if perr != nil {
+		fail(http.StatusBadRequest, "The authorization response is malformed. Start the connection again.", "", "malformed_response")
 		return
 	}
 	var binding string
@@ -250,9 +254,11 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, "This authorization was started in another browser, or its cookie expired. Start the connection again here.", "", "not_bound")
 		return
 	case errors.Is(err, flow.ErrExpired):
+		consumed = true
 		fail(http.StatusBadRequest, "This authorization took too long and expired. Start the connection again.", "", "expired_state")
 		return
 	case errors.Is(err, flow.ErrUnknownState):
+		consumed = true
 		fail(http.StatusBadRequest, "This authorization is unknown or was already used. Start the connection again.", "", "unknown_state")
 		return
 	case err != nil:
@@ -260,6 +266,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, "The authorization could not be checked right now. Try again.", "", "store_error")
 		return
 	}
+	consumed = true
 	h.app.pending.done(fl.Connector)
 	log := h.logger.With(zap.String("connector", fl.Connector))
 	c := h.app.Connectors[fl.Connector]
@@ -269,22 +276,17 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	// Mix-up defence (RFC 9207): the response must come from this
 	// connector's authorization server.
-	if err := c.conn.CheckIssuer(r.Context(), q.Get("iss")); err != nil {
+	if err := c.conn.CheckIssuer(r.Context(), cb.Iss); err != nil {
 		log.Warn("authorization response from another issuer", zap.Error(err))
 		fail(http.StatusBadRequest, "The authorization response did not come from this connector's authorization server.", "", "issuer_mismatch")
 		return
 	}
-	if pe := q.Get("error"); pe != "" {
-		log.Warn("provider returned an error", zap.String("error", capText(pe, 64)))
-		fail(http.StatusBadRequest, "The provider did not authorize the connection.", pe+describe(q.Get("error_description")), "provider_error")
+	if cb.Error != "" {
+		log.Warn("provider returned an error", zap.String("error", capText(cb.Error, 64)))
+		fail(http.StatusBadRequest, "The provider did not authorize the connection.", cb.Error+describe(cb.ErrorDescription), "provider_error")
 		return
 	}
-	code := q.Get("code")
-	if code == "" {
-		fail(http.StatusBadRequest, "The provider's answer carries no authorization code.", "", "missing_code")
-		return
-	}
-	tok, err := c.conn.Exchange(r.Context(), code, fl.Verifier)
+	tok, err := c.conn.Exchange(r.Context(), cb.Code, fl.Verifier)
 	if err != nil {
 		log.Warn("exchanging authorization code", zap.Error(err))
 		fail(http.StatusBadRequest, "The provider refused to exchange the authorization code.", "", "exchange_failed")

@@ -99,7 +99,9 @@ type sidecar struct {
 
 const caddyfileTemplate = `{
 	admin localhost:2999
+	%[11]s
 	oauthconn {
+		%[8]s
 		public_url http://localhost:9080
 		store vault {
 			address {env.VAULT_ADDR}
@@ -115,11 +117,13 @@ const caddyfileTemplate = `{
 			auth_style %[7]s
 			scopes openid offline_access
 			refresh_cooldown 2s
+			%[9]s
 		}
 	}
 }
 
 http://localhost:9080 {
+	%[10]s
 	oauthconn_connect /oauth/*
 	handle_path /demo/* {
 		oauthconn_proxy demo %[6]s {
@@ -129,13 +133,24 @@ http://localhost:9080 {
 }
 `
 
-// startSidecarAuth starts the sidecar with the given client authentication
-// style (basic or post).
-func startSidecarAuth(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream, authStyle string) *sidecar {
+// sidecarOptions are additions to the test Caddyfile.
+type sidecarOptions struct {
+	authStyle string // basic (default) or post
+	options   string // global options besides oauthconn (log, debug)
+	app       string // oauthconn options
+	connector string // options of connector demo
+	site      string // site directives before oauthconn_connect
+}
+
+// startSidecar loads the test Caddyfile into caddytest's Caddy.
+func startSidecar(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up *upstream, o sidecarOptions) *sidecar {
 	t.Helper()
+	if o.authStyle == "" {
+		o.authStyle = "basic"
+	}
 	env := testservices.Vault(t)
 	s := &sidecar{base: "http://localhost:9080", prefix: "e2e-" + hydradev.RandomHex(6)}
-	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL, authStyle)
+	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL, o.authStyle, o.app, o.connector, o.site, o.options)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(cfg, "caddyfile")
 	vc, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})
@@ -175,12 +190,17 @@ type fixture struct {
 // newFixture starts the sidecar on http://localhost:9080 with a Hydra client
 // that authenticates with authMethod (client_secret_basic or _post).
 func newFixture(t *testing.T, authMethod string) *fixture {
+	return newFixtureWith(t, authMethod, sidecarOptions{})
+}
+
+func newFixtureWith(t *testing.T, authMethod string, o sidecarOptions) *fixture {
 	t.Helper()
 	f := &fixture{h: newHydra(t)}
 	f.up = newUpstream(t, f.h)
 	f.counter = f.h.countTokens(t)
 	f.c = f.h.createClient(t, "http://localhost:9080/oauth/callback", authMethod)
-	f.s = startSidecarAuth(t, f.h, f.counter.URL, f.c, f.up, strings.TrimPrefix(authMethod, "client_secret_"))
+	o.authStyle = strings.TrimPrefix(authMethod, "client_secret_")
+	f.s = startSidecar(t, f.h, f.counter.URL, f.c, f.up, o)
 	return f
 }
 

@@ -199,3 +199,32 @@ func TestAllowedReturnOrigins(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCallback(t *testing.T) {
+	tests := []struct {
+		raw     string
+		want    Callback
+		wantErr string
+	}{
+		{raw: "code=c&state=s&iss=https%3A%2F%2Fas", want: Callback{State: "s", Code: "c", Iss: "https://as"}},
+		{raw: "state=s&error=access_denied&error_description=nope", want: Callback{State: "s", Error: "access_denied", ErrorDescription: "nope"}},
+		{raw: "code=c", wantErr: "no state"},
+		{raw: "state=s", wantErr: "exactly one of code and error"},
+		{raw: "state=s&code=c&error=x", wantErr: "exactly one of code and error"},
+		{raw: "state=s&state=t&code=c", wantErr: "state appears 2 times"},
+		{raw: "state=s&code=" + strings.Repeat("a", 5000), wantErr: "code is too long"},
+		{raw: "state=%zz&code=c", wantErr: "does not parse"},
+	}
+	for _, tt := range tests {
+		got, err := ParseCallback(tt.raw)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrBadCallback) {
+				t.Errorf("ParseCallback(%.40q) err = %v, want %q", tt.raw, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseCallback(%q) = %+v, %v", tt.raw, got, err)
+		}
+	}
+}

@@ -27,6 +27,8 @@ type Request struct {
 	ProxyAuthorization           string
 	Cookie                       string
 	Body                         string
+	// Header is every header as received.
+	Header http.Header
 	// Active is whether Hydra called the bearer token active.
 	Active bool
 }
@@ -39,7 +41,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := Request{
 		Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Host: r.Host,
 		Authorization: r.Header.Get("Authorization"), ProxyAuthorization: r.Header.Get("Proxy-Authorization"),
-		Cookie: r.Header.Get("Cookie"), Body: string(body),
+		Cookie: r.Header.Get("Cookie"), Body: string(body), Header: r.Header.Clone(),
 	}
 	if tok, ok := strings.CutPrefix(s.Authorization, "Bearer "); ok {
 		active, err := a.Hydra.Active(tok)
@@ -58,6 +60,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		io.WriteString(w, `{"error":"invalid_token","detail":"from the upstream"}`+"\n")
+		return
+	}
+	if r.URL.Path == "/redirect" {
+		// An API that redirects elsewhere: the client must not follow
+		// it with the token.
+		http.Redirect(w, r, r.URL.Query().Get("to"), http.StatusFound)
 		return
 	}
 	w.Header().Set("X-Upstream", "yes")
