@@ -222,8 +222,13 @@ func (e *ProviderError) Error() string {
 	return fmt.Sprintf("token endpoint answered %d", e.Status)
 }
 
-// Permanent reports whether the error means the grant is gone.
+// Permanent reports whether the error means the grant is gone: a 4xx
+// answer with one of RFC 6749's codes for that. A 5xx is the server's
+// trouble, whatever its body says.
 func (e *ProviderError) Permanent() bool {
+	if e.Status >= 500 {
+		return false
+	}
 	switch e.Code {
 	case "invalid_grant", "invalid_client", "unauthorized_client":
 		return true

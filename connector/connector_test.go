@@ -227,6 +227,7 @@ func TestErrorClassification(t *testing.T) {
 	}{
 		{"invalid_grant", &oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_grant", ErrorDescription: "token rt-canary was revoked", Body: []byte("rt-canary")}, true, "token endpoint answered 400 invalid_grant"},
 		{"invalid_client", &oauth2.RetrieveError{Response: resp(401), ErrorCode: "invalid_client"}, true, "401 invalid_client"},
+		{"invalid_grant in a 5xx", &oauth2.RetrieveError{Response: resp(500), ErrorCode: "invalid_grant"}, false, "token endpoint answered 500 invalid_grant"},
 		{"server error", &oauth2.RetrieveError{Response: resp(503), Body: []byte("<html>rt-canary</html>")}, false, "token endpoint answered 503"},
 		{"odd code", &oauth2.RetrieveError{Response: resp(400), ErrorCode: "<script>rt-canary"}, false, "token endpoint answered 400"},
 		{"network", &url.Error{Op: "Post", URL: "https://as/token?x=1", Err: errors.New("connection refused")}, false, "Post https://as/token: connection refused"},

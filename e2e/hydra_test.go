@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,7 +52,11 @@ type tokenCounter struct {
 	URL string
 	// down makes the token endpoint answer 503 without reaching Hydra,
 	// as during an outage.
-	down   atomic.Bool
+	down atomic.Bool
+	// echo, when set to a status, makes the token endpoint answer it with
+	// an error body that repeats the request (refresh token, client
+	// secret), as some providers' error pages do.
+	echo   atomic.Int64
 	mu     sync.Mutex
 	grants map[string]int
 	total  atomic.Int64
@@ -68,6 +73,14 @@ func (h *hydra) countTokens(t *testing.T) *tokenCounter {
 		tc.grants[form.Get("grant_type")]++
 		tc.mu.Unlock()
 		tc.total.Add(1)
+		if status := int(tc.echo.Load()); status != 0 {
+			user, pass, _ := r.BasicAuth()
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"error":"invalid_grant","error_description":"refresh token %s of %s:%s is not valid","echo":%q}`,
+				form.Get("refresh_token"), user, pass, b)
+			return
+		}
 		if tc.down.Load() {
 			http.Error(w, `{"error":"temporarily_unavailable"}`, http.StatusServiceUnavailable)
 			return

@@ -150,7 +150,7 @@ func startSidecar(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up
 	}
 	env := testservices.Vault(t)
 	s := &sidecar{base: "http://localhost:9080", prefix: "e2e-" + hydradev.RandomHex(6)}
-	cfg := fmt.Sprintf(caddyfileTemplate, s.prefix, h.PublicURL, tokenURL, c.ID, c.Secret, up.URL, o.authStyle, o.app, o.connector, o.site, o.options)
+	cfg := sidecarCaddyfile(s.prefix, h.PublicURL, tokenURL, c, up.URL, o)
 	tester := caddytest.NewTester(t)
 	tester.InitServer(cfg, "caddyfile")
 	vc, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})
@@ -160,6 +160,10 @@ func startSidecar(t *testing.T, h *hydra, tokenURL string, c hydradev.Client, up
 	vc.SetToken(env.Token)
 	s.vault = vc
 	return s
+}
+
+func sidecarCaddyfile(prefix, hydraURL, tokenURL string, c hydradev.Client, upstream string, o sidecarOptions) string {
+	return fmt.Sprintf(caddyfileTemplate, prefix, hydraURL, tokenURL, c.ID, c.Secret, upstream, o.authStyle, o.app, o.connector, o.site, o.options)
 }
 
 // stored reads the connection's token record from Vault.

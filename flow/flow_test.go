@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/filestore"
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
+	"github.com/caddy-oauthconn/caddy-oauthconn/vault"
 )
 
 func newFlows(t *testing.T, now func() time.Time) (*Flows, *filestore.Store) {
@@ -226,5 +228,41 @@ func TestParseCallback(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("ParseCallback(%q) = %+v, %v", tt.raw, got, err)
 		}
+	}
+}
+
+// TestFinishOnceAcrossInstances: instances sharing Vault (each with its own
+// client) race to finish one flow; exactly one wins.
+func TestFinishOnceAcrossInstances(t *testing.T) {
+	env := testservices.Vault(t)
+	prefix := "flow-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	var instances []*Flows
+	for range 4 {
+		st, err := vault.New(vault.Config{Address: env.Addr, Token: env.Token, Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		instances = append(instances, New(st, 0, nil))
+	}
+	s, err := instances[0].Begin(context.Background(), "demo", "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := instances[i%4].Finish(context.Background(), s.State, s.Binding, ""); err == nil {
+				ok.Add(1)
+			} else if !errors.Is(err, ErrUnknownState) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 {
+		t.Fatalf("%d of 16 concurrent callbacks on 4 instances redeemed the state; want 1", ok.Load())
 	}
 }

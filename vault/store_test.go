@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
@@ -81,5 +84,41 @@ func TestHealth(t *testing.T) {
 	defer cancel()
 	if err := s.Health(ctx); err == nil {
 		t.Fatal("health of an unreachable Vault succeeded")
+	}
+}
+
+// TestLeastPrivilegePolicy runs the store's conformance suite with a token
+// bound to exactly examples/vault-policy.hcl, and checks that the token
+// reaches nothing outside its prefix.
+func TestLeastPrivilegePolicy(t *testing.T) {
+	env := testservices.Vault(t)
+	policy, err := os.ReadFile("../examples/vault-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := New(Config{Address: env.Addr, Token: env.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Client().Sys().PutPolicy("caddy-oauthconn-test", string(policy)); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := root.Client().Auth().Token().Create(&api.TokenCreateRequest{
+		Policies: []string{"caddy-oauthconn-test"}, NoDefaultPolicy: true, TTL: "10m",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := sec.Auth.ClientToken
+	kvtest.Run(t, func(t *testing.T) kv.Store {
+		s, err := New(Config{Address: env.Addr, Token: token, Prefix: fmt.Sprintf("caddy-oauthconn/policy-%d-%d", time.Now().UnixNano(), prefixes.Add(1))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+	outside, _ := New(Config{Address: env.Addr, Token: token, Prefix: "someone-else"})
+	if _, err := outside.Put(context.Background(), "tokens/x", map[string]string{"a": "b"}, 0); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("write outside the prefix: err = %v, want 403", err)
 	}
 }
