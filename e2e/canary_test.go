@@ -82,18 +82,18 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// grant rejected.
 	exp, _ := time.Parse(time.RFC3339, s.stored(t, "demo")["expiry"].(string))
 	time.Sleep(time.Until(exp.Add(time.Second)))
-	f.counter.echo.Store(http.StatusInternalServerError)
+	f.counter.Echo.Store(http.StatusInternalServerError)
 	resp, body := b.as(t, "", s.base+"/demo/items")
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("refresh failing with a 500: %d %s", resp.StatusCode, body)
 	}
 	keep(resp, body)
-	f.counter.echo.Store(http.StatusBadRequest)
+	f.counter.Echo.Store(http.StatusBadRequest)
 	time.Sleep(100 * time.Millisecond)
 	keep(b.as(t, "", s.base+"/demo/items"))
 	keep(b.as(t, "", s.base+"/oauth/connectors"))
-	if f.counter.count("refresh_token") < 2 {
-		t.Fatalf("refresh attempts = %d; the error paths were not driven", f.counter.count("refresh_token"))
+	if f.counter.Count("refresh_token") < 2 {
+		t.Fatalf("refresh attempts = %d; the error paths were not driven", f.counter.Count("refresh_token"))
 	}
 
 	// A Vault that refuses the token.

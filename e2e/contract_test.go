@@ -77,7 +77,7 @@ func TestContractCaddyfile(t *testing.T) {
 		}
 		loc, _ := url.Parse(resp.Header.Get("Location"))
 		state := loc.Query().Get("state")
-		before := counter.total.Load()
+		before := counter.Total()
 		cb := base + "/oauth/callback?" + url.Values{"state": {state}, "error": {"access_denied"},
 			"error_description": {`<script>alert("x")</script>`}}.Encode()
 		resp, body := user.do(t, "GET", cb, "", "")
@@ -88,7 +88,7 @@ func TestContractCaddyfile(t *testing.T) {
 		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
 			t.Fatalf("CSP = %q", csp)
 		}
-		if counter.total.Load() != before {
+		if counter.Total() != before {
 			t.Fatal("a token request was made for a failed authorization")
 		}
 		// The state was consumed: the same state cannot be used again.
@@ -103,12 +103,12 @@ func TestContractCaddyfile(t *testing.T) {
 		starter.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		resp, _ := starter.do(t, "GET", base+"/oauth/connectors/demo/authorize", "", "")
 		loc, _ := url.Parse(resp.Header.Get("Location"))
-		before := counter.total.Load()
+		before := counter.Total()
 		resp, body := other.do(t, "GET", base+"/oauth/callback?state="+url.QueryEscape(loc.Query().Get("state"))+"&code=stolen", "", "")
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another browser") {
 			t.Fatalf("foreign callback: %d %s", resp.StatusCode, body)
 		}
-		if counter.total.Load() != before {
+		if counter.Total() != before {
 			t.Fatal("a token request was made for a foreign callback")
 		}
 	})

@@ -77,9 +77,9 @@ func TestWhoMayConnect(t *testing.T) {
 		t.Fatalf("anonymous authorize: %d", resp.StatusCode)
 	}
 	cb := toCallback(t, b, f.s, "alice")
-	before := f.counter.total.Load()
+	before := f.counter.Total()
 	resp, body := b.as(t, "bob", cb)
-	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another user") || f.counter.total.Load() != before {
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another user") || f.counter.Total() != before {
 		t.Fatalf("bob finishing alice's flow: %d %s", resp.StatusCode, body)
 	}
 	resp, _ = b.as(t, "alice", cb)
@@ -102,9 +102,9 @@ func TestIssuerCheck(t *testing.T) {
 	f := newFixtureWith(t, "client_secret_basic", sidecarOptions{connector: "issuer " + h.PublicURL})
 	b := newBrowser()
 	cb := toCallback(t, b, f.s, "")
-	before := f.counter.total.Load()
+	before := f.counter.Total()
 	resp, body := b.as(t, "", cb+"&iss="+url.QueryEscape("https://evil.example"))
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "did not come from this connector") || f.counter.total.Load() != before {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "did not come from this connector") || f.counter.Total() != before {
 		t.Fatalf("mix-up: %d %s", resp.StatusCode, body)
 	}
 	cb = toCallback(t, b, f.s, "")

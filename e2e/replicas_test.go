@@ -206,9 +206,9 @@ func TestReplicas(t *testing.T) {
 	t.Run("storm on both replicas after expiry refreshes once", func(t *testing.T) {
 		exp, _ := time.Parse(time.RFC3339, stored()["expiry"].(string))
 		time.Sleep(time.Until(exp.Add(1100 * time.Millisecond)))
-		before := counter.count("refresh_token")
+		before := counter.Count("refresh_token")
 		bad := storm(100, a.url()+"/demo/items", b.url()+"/demo/items")
-		if got := counter.count("refresh_token") - before; got != 1 || bad != 0 {
+		if got := counter.Count("refresh_token") - before; got != 1 || bad != 0 {
 			t.Fatalf("refreshes = %d, failed requests = %d; want 1 and 0", got, bad)
 		}
 		noteTokens()

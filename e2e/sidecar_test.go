@@ -74,8 +74,8 @@ func TestSidecar(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || resp.Request.URL.String() != s.base+"/oauth/?from=test" {
 			t.Fatalf("after the flow: %d at %s: %s", resp.StatusCode, resp.Request.URL, body)
 		}
-		if counter.count("authorization_code") != 1 {
-			t.Fatalf("authorization_code grants = %d, want 1", counter.count("authorization_code"))
+		if counter.Count("authorization_code") != 1 {
+			t.Fatalf("authorization_code grants = %d, want 1", counter.Count("authorization_code"))
 		}
 		rec := s.stored(t, "demo")
 		if rec["access_token"] == "" || rec["refresh_token"] == "" || rec["token_type"] == nil || rec["scope"] == nil {
@@ -91,7 +91,7 @@ func TestSidecar(t *testing.T) {
 	})
 
 	t.Run("replayed callback redeems nothing", func(t *testing.T) {
-		before := counter.total.Load()
+		before := counter.Total()
 		resp, body := user.do(t, "GET", user.callbackURL(t), "", "")
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "unknown or was already used") {
 			t.Fatalf("replay: %d %s", resp.StatusCode, body)
@@ -99,7 +99,7 @@ func TestSidecar(t *testing.T) {
 		if resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("Referrer-Policy") != "no-referrer" {
 			t.Fatalf("error page headers: %v", resp.Header)
 		}
-		if counter.total.Load() != before {
+		if counter.Total() != before {
 			t.Fatal("a replayed callback made a token request")
 		}
 	})
@@ -145,8 +145,8 @@ func TestSidecar(t *testing.T) {
 		if rec["refresh_token"] == old["refresh_token"] {
 			t.Fatal("Hydra rotates refresh tokens; the new one was not stored")
 		}
-		if counter.count("refresh_token") != 1 {
-			t.Fatalf("refresh grants = %d, want 1", counter.count("refresh_token"))
+		if counter.Count("refresh_token") != 1 {
+			t.Fatalf("refresh grants = %d, want 1", counter.Count("refresh_token"))
 		}
 		resp, _ := app.do(t, "GET", s.base+"/demo/items", "", "")
 		if resp.StatusCode != http.StatusOK || up.last(t).Authorization != "Bearer "+rec["access_token"].(string) {
@@ -159,14 +159,14 @@ func TestSidecar(t *testing.T) {
 		// refresh token remains good.
 		cur := s.stored(t, "demo")
 		up.Reject(cur["access_token"].(string))
-		refreshes := counter.count("refresh_token")
+		refreshes := counter.Count("refresh_token")
 		calls := up.Calls()
 		resp, body := app.do(t, "POST", s.base+"/demo/items", "application/json", `{"name":"replayed"}`)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"body":"{\"name\":\"replayed\"}"`) {
 			t.Fatalf("POST after revoke: %d %s", resp.StatusCode, body)
 		}
-		if up.Calls() != calls+2 || counter.count("refresh_token") != refreshes+1 {
-			t.Fatalf("upstream calls +%d, refreshes +%d; want +2 and +1", up.Calls()-calls, counter.count("refresh_token")-refreshes)
+		if up.Calls() != calls+2 || counter.Count("refresh_token") != refreshes+1 {
+			t.Fatalf("upstream calls +%d, refreshes +%d; want +2 and +1", up.Calls()-calls, counter.Count("refresh_token")-refreshes)
 		}
 		seen := up.Seen()
 		if a, b := seen[len(seen)-2], seen[len(seen)-1]; a.Body != b.Body || a.Authorization == b.Authorization || !b.Active {
@@ -176,14 +176,14 @@ func TestSidecar(t *testing.T) {
 
 	t.Run("a 401 that a refresh cannot cure passes through, once per cooldown", func(t *testing.T) {
 		time.Sleep(2100 * time.Millisecond) // past the 2 s cooldown of the last 401
-		refreshes := counter.count("refresh_token")
+		refreshes := counter.Count("refresh_token")
 		for i := range 5 {
 			resp, body := app.do(t, "GET", s.base+"/demo/always401", "", "")
 			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "from the upstream") {
 				t.Fatalf("try %d: %d %s", i, resp.StatusCode, body)
 			}
 		}
-		if got := counter.count("refresh_token") - refreshes; got != 1 {
+		if got := counter.Count("refresh_token") - refreshes; got != 1 {
 			t.Fatalf("5 requests to an always-401 endpoint caused %d refreshes; want 1 per cooldown", got)
 		}
 	})
@@ -192,9 +192,9 @@ func TestSidecar(t *testing.T) {
 		rec := s.stored(t, "demo")
 		exp, _ := time.Parse(time.RFC3339, rec["expiry"].(string))
 		time.Sleep(time.Until(exp.Add(1100 * time.Millisecond)))
-		refreshes := counter.count("refresh_token")
+		refreshes := counter.Count("refresh_token")
 		bad := storm(200, s.base+"/demo/items")
-		if got := counter.count("refresh_token") - refreshes; got != 1 || bad != 0 {
+		if got := counter.Count("refresh_token") - refreshes; got != 1 || bad != 0 {
 			t.Fatalf("200 requests on an expired token: %d refreshes, %d failures; want 1 and 0", got, bad)
 		}
 	})
@@ -219,8 +219,8 @@ func TestRevokedGrant(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"error":"authorization_required"`) {
 		t.Fatalf("after revocation: %d %s", resp.StatusCode, body)
 	}
-	if counter.count("refresh_token") != 1 {
-		t.Fatalf("refresh grants = %d, want 1", counter.count("refresh_token"))
+	if counter.Count("refresh_token") != 1 {
+		t.Fatalf("refresh grants = %d, want 1", counter.Count("refresh_token"))
 	}
 	if rec := s.stored(t, "demo"); rec != nil {
 		t.Fatal("the rejected token is still in Vault")
@@ -271,8 +271,8 @@ func TestPostClientAuth(t *testing.T) {
 	time.Sleep(time.Until(exp.Add(time.Second)))
 	app := newBrowser()
 	resp, body := app.do(t, "GET", s.base+"/demo/items", "", "")
-	if resp.StatusCode != http.StatusOK || counter.count("refresh_token") != 1 {
-		t.Fatalf("after expiry: %d %s, %d refreshes", resp.StatusCode, body, counter.count("refresh_token"))
+	if resp.StatusCode != http.StatusOK || counter.Count("refresh_token") != 1 {
+		t.Fatalf("after expiry: %d %s, %d refreshes", resp.StatusCode, body, counter.Count("refresh_token"))
 	}
 }
 
@@ -285,7 +285,7 @@ func TestTokenEndpointOutage(t *testing.T) {
 	connect(t, s, newBrowser())
 	old := s.stored(t, "demo")
 	exp, _ := time.Parse(time.RFC3339, old["expiry"].(string))
-	counter.down.Store(true)
+	counter.Down.Store(true)
 	time.Sleep(time.Until(exp.Add(time.Second)))
 	app := newBrowser()
 	calls := up.Calls()
@@ -299,7 +299,7 @@ func TestTokenEndpointOutage(t *testing.T) {
 	if rec := s.stored(t, "demo"); rec == nil || rec["refresh_token"] != old["refresh_token"] {
 		t.Fatal("a transient failure lost the stored token")
 	}
-	counter.down.Store(false)
+	counter.Down.Store(false)
 	resp, body = app.do(t, "GET", s.base+"/demo/items", "", "")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the outage: %d %s", resp.StatusCode, body)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts a real Vault (dev mode, KV v2 at secret/) and a real Ory Hydra
-# (in-memory) on loopback for the tests and the offline demo, and writes
-# the environment that points at them to the file given as $1. Meant to be
-# sourced by scripts that stop the servers with services_stop on exit.
+# (in-memory) with its login and consent app on loopback, for the tests,
+# the benchmarks and the offline demo, and exports the environment that
+# points at them. Meant to be sourced by scripts that stop the servers with
+# services_stop on exit.
 #
 #   VAULT_ADDR VAULT_TOKEN HYDRA_PUBLIC_URL HYDRA_ADMIN_URL HYDRA_LOGIN_ADDR
 set -euo pipefail
@@ -57,6 +58,11 @@ services_start() {
   SERVE_ADMIN_PORT=$HYDRA_ADMIN_PORT SERVE_ADMIN_HOST=127.0.0.1 \
   LOG_LEVEL=warn \
     "$HYDRA_BIN" serve all --dev --sqa-opt-out >"$services_dir/hydra.log" 2>&1 &
+  services_pids+=($!)
+
+  # Hydra's login and consent app (every browser logs in as alice).
+  (cd "$(dirname "${BASH_SOURCE[0]}")/.." && go build -o "$services_dir/loginapp" ./internal/hydradev/loginapp)
+  "$services_dir/loginapp" >"$services_dir/loginapp.log" 2>&1 &
   services_pids+=($!)
 
   wait_http "$VAULT_ADDR/v1/sys/health" Vault "$services_dir/vault.log"

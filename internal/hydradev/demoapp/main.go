@@ -1,6 +1,7 @@
 // Command demoapp is the offline demo's side of the world for scripts/demo:
-// it serves Hydra's login and consent app, registers an OAuth 2.0 client for
-// the proxy, serves an API that accepts only Hydra's tokens, and prints the
+// it registers an OAuth 2.0 client for the proxy at the development Hydra
+// (whose login app scripts/services.sh runs), serves an API that accepts
+// only Hydra's tokens, and prints the
 // environment the proxy needs (AS_AUTH_URL, AS_TOKEN_URL, AS_CLIENT_ID,
 // AS_CLIENT_SECRET, DEMO_UPSTREAM) as shell exports on its first lines.
 package main
@@ -21,9 +22,6 @@ func main() {
 	callback := flag.String("callback", "http://localhost:8080/oauth/callback", "the proxy's callback URL")
 	flag.Parse()
 	h := hydradev.Hydra{PublicURL: os.Getenv("HYDRA_PUBLIC_URL"), AdminURL: os.Getenv("HYDRA_ADMIN_URL")}
-	if _, err := h.ServeLogin(os.Getenv("HYDRA_LOGIN_ADDR"), "demo-user"); err != nil {
-		log.Fatalf("login app: %v", err)
-	}
 	c, err := h.CreateClient(*callback, "client_secret_basic")
 	if err != nil {
 		log.Fatalf("registering the client: %v", err)

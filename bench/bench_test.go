@@ -1,0 +1,37 @@
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
+)
+
+// TestSmoke runs the benchmark for seconds so that it cannot rot. It checks
+// the counts, never the timings: no Vault call on the hot path, one refresh
+// per storm, also across replicas, and no failed request.
+func TestSmoke(t *testing.T) {
+	testservices.Vault(t)
+	testservices.Hydra(t)
+	r, err := run(smoke, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.vaultPer10k != 0 {
+		t.Errorf("Vault requests per 10k proxied = %.1f, want 0", r.vaultPer10k)
+	}
+	if r.stormRefreshes != 1 || r.stormFailures != 0 {
+		t.Errorf("storm: %d refreshes, %d failures; want 1 and 0", r.stormRefreshes, r.stormFailures)
+	}
+	if r.replicaRefreshes != 1 || r.replicaFailures != 0 {
+		t.Errorf("replicas: %d refreshes, %d failures; want 1 and 0", r.replicaRefreshes, r.replicaFailures)
+	}
+	for _, row := range r.overhead {
+		if row.oauth.failures != 0 || row.static.failures != 0 || row.oauth.requests == 0 {
+			t.Errorf("%s: %d and %d failures of %d requests", row.name, row.oauth.failures, row.static.failures, row.oauth.requests)
+		}
+	}
+	if len(r.memory) == 0 || r.memory[0].heapPerConn <= 0 || r.startup <= 0 {
+		t.Errorf("memory %v, startup %v: not measured", r.memory, r.startup)
+	}
+}

@@ -1,0 +1,362 @@
+// Command bench measures caddy-oauthconn on this machine, in one run, side
+// by side: proxy overhead against plain Caddy reverse_proxy, Vault calls on
+// the hot path, a refresh storm, replicas sharing Vault, memory per cached
+// connection, and startup. It needs a Vault and an Ory Hydra; bench/run
+// starts them and writes the report to BENCHMARKS.md.
+//
+//	go run ./bench [-smoke]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/hydradev"
+)
+
+// settings are a run's sizes.
+type settings struct {
+	rounds      int
+	duration    time.Duration
+	concurrency int
+	storm       int
+	memory      []int
+}
+
+var (
+	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000}}
+	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}}
+)
+
+// world is what the scenarios share: the servers and the built binary.
+type world struct {
+	bin        string
+	tmp        string
+	hydra      hydradev.Hydra
+	client     hydradev.Client
+	tokens     *hydradev.TokenCounter
+	tokenURL   string
+	vault      *vaultapi.Client
+	vaultURL   string // the counting proxy in front of Vault
+	vaultCalls atomic.Int64
+	upstream   string // host:port
+	prefix     string
+	publicPort int
+}
+
+// report is every figure of a run.
+type report struct {
+	machine                           string
+	settings                          settings
+	overhead                          []overheadRow
+	vaultPer10k                       float64
+	stormRefreshes, stormFailures     int
+	storm                             result
+	replicaRefreshes, replicaFailures int
+	replicas                          result
+	startup                           time.Duration
+	memory                            []memResult
+}
+
+type overheadRow struct {
+	name          string
+	oauth, static result
+}
+
+func main() {
+	smokeFlag := flag.Bool("smoke", false, "run for seconds, to check the benchmark still works")
+	flag.Parse()
+	s := full
+	if *smokeFlag {
+		s = smoke
+	}
+	r, err := run(s, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	r.markdown(os.Stdout)
+}
+
+func listen(h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go http.Serve(ln, h)
+	return ln.Addr().String(), nil
+}
+
+func setup(logw io.Writer) (*world, error) {
+	w := &world{hydra: hydradev.Hydra{PublicURL: os.Getenv("HYDRA_PUBLIC_URL"), AdminURL: os.Getenv("HYDRA_ADMIN_URL")}}
+	if w.hydra.PublicURL == "" || os.Getenv("VAULT_ADDR") == "" {
+		return nil, fmt.Errorf("needs VAULT_ADDR, VAULT_TOKEN, HYDRA_PUBLIC_URL and HYDRA_ADMIN_URL (bench/run sets them)")
+	}
+	var err error
+	if w.tmp, err = os.MkdirTemp("", "oauthconn-bench-"); err != nil {
+		return nil, err
+	}
+	w.bin = filepath.Join(w.tmp, "caddy-oauthconn")
+	fmt.Fprintln(logw, "building the binary")
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("go", "build", "-C", root, "-o", w.bin, "./cmd/caddy-oauthconn").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %v: %s", err, out)
+	}
+	// The upstream API: small answers, bodies read and dropped.
+	if w.upstream, err = listen(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		rw.Header().Set("Content-Type", "application/json")
+		io.WriteString(rw, `{"ok":true}`)
+	})); err != nil {
+		return nil, err
+	}
+	// A counting proxy in front of Vault.
+	vu, _ := url.Parse(os.Getenv("VAULT_ADDR"))
+	vp := httputil.NewSingleHostReverseProxy(vu)
+	addr, err := listen(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.vaultCalls.Add(1)
+		vp.ServeHTTP(rw, r)
+	}))
+	if err != nil {
+		return nil, err
+	}
+	w.vaultURL = "http://" + addr
+	if w.vault, err = vaultapi.NewClient(&vaultapi.Config{Address: os.Getenv("VAULT_ADDR")}); err != nil {
+		return nil, err
+	}
+	w.vault.SetToken(os.Getenv("VAULT_TOKEN"))
+	// A counter in front of Hydra's token endpoint.
+	if w.tokens, err = hydradev.NewTokenCounter(w.hydra.PublicURL); err != nil {
+		return nil, err
+	}
+	if addr, err = listen(w.tokens); err != nil {
+		return nil, err
+	}
+	w.tokenURL = "http://" + addr
+	w.publicPort = 21380
+	if w.client, err = w.hydra.CreateClient(fmt.Sprintf("http://localhost:%d/oauth/callback", w.publicPort), "client_secret_basic"); err != nil {
+		return nil, err
+	}
+	w.prefix = "bench-" + hydradev.RandomHex(6)
+	return w, nil
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+func run(s settings, logw io.Writer) (*report, error) {
+	w, err := setup(logw)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(w.tmp)
+	r := &report{machine: machine(), settings: s}
+
+	// 1 and 2: overhead and hot-path purity, on one process.
+	p, err := startProc(w, w.publicPort)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	if err := connect(p); err != nil {
+		return nil, err
+	}
+	c := newClient(s.concurrency * 2)
+	big := make([]byte, 64<<10)
+	oauthGet, staticGet := p.url("/demo/items"), fmt.Sprintf("http://localhost:%d/demo/items", p.port+1)
+	do(c, "GET", oauthGet, nil) // warm the cache and connections
+	rows := []*overheadRow{{name: "GET, small response"}, {name: "POST, 64 KiB body"}}
+	var oauthRequests int
+	var vaultDuring int64
+	for round := range s.rounds {
+		fmt.Fprintf(logw, "overhead round %d\n", round+1)
+		for i, row := range rows {
+			method, body := "GET", []byte(nil)
+			if i == 1 {
+				method, body = "POST", big
+			}
+			runOauth := func() {
+				v0 := w.vaultCalls.Load()
+				res := load(c, method, oauthGet, body, s.concurrency, s.duration)
+				vaultDuring += w.vaultCalls.Load() - v0
+				oauthRequests += res.requests
+				row.oauth = merge(row.oauth, res)
+			}
+			runStatic := func() { row.static = merge(row.static, load(c, method, staticGet, body, s.concurrency, s.duration)) }
+			if round%2 == 0 {
+				runOauth()
+				runStatic()
+			} else {
+				runStatic()
+				runOauth()
+			}
+		}
+	}
+	for _, row := range rows {
+		r.overhead = append(r.overhead, *row)
+	}
+	r.vaultPer10k = float64(vaultDuring) / float64(oauthRequests) * 10000
+	p.stop()
+
+	// 3: a storm on an expired token, on a process with a cold cache.
+	if err := expireInVault(w); err != nil {
+		return nil, err
+	}
+	p, err = startProc(w, w.publicPort+10)
+	if err != nil {
+		return nil, err
+	}
+	before := w.tokens.Count("refresh_token")
+	fmt.Fprintf(logw, "storm of %d\n", s.storm)
+	r.storm = burst(newClient(s.storm), []string{p.url("/demo/items")}, s.storm)
+	r.stormRefreshes, r.stormFailures = w.tokens.Count("refresh_token")-before, r.storm.failures
+	p.stop()
+
+	// 6: startup to the first proxied 200, the token fresh in Vault.
+	t0 := time.Now()
+	p, err = startProc(w, w.publicPort+20)
+	if err != nil {
+		return nil, err
+	}
+	for !do(http.DefaultClient, "GET", p.url("/demo/items"), nil) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.startup = time.Since(t0)
+	p.stop()
+
+	// 4: three replicas sharing Vault, a storm on each after expiry.
+	if err := expireInVault(w); err != nil {
+		return nil, err
+	}
+	var urls []string
+	for i := range 3 {
+		rp, err := startProc(w, w.publicPort+30+10*i)
+		if err != nil {
+			return nil, err
+		}
+		defer rp.stop()
+		urls = append(urls, rp.url("/demo/items"))
+	}
+	before = w.tokens.Count("refresh_token")
+	fmt.Fprintln(logw, "replica storm")
+	r.replicas = burst(newClient(s.storm), urls, s.storm)
+	r.replicaRefreshes, r.replicaFailures = w.tokens.Count("refresh_token")-before, r.replicas.failures
+
+	// 5: memory per cached connection.
+	for _, n := range s.memory {
+		fmt.Fprintf(logw, "memory with %d connections\n", n)
+		r.memory = append(r.memory, memoryPerConnection(n))
+	}
+	return r, nil
+}
+
+func merge(a, b result) result {
+	return result{requests: a.requests + b.requests, failures: a.failures + b.failures,
+		elapsed: a.elapsed + b.elapsed, latencies: append(a.latencies, b.latencies...)}
+}
+
+// expireInVault makes the stored access token look expired, as it is after
+// an idle hour: the next request must refresh.
+func expireInVault(w *world) error {
+	p := "secret/data/" + w.prefix + "/tokens/demo"
+	sec, err := w.vault.Logical().ReadWithContext(context.Background(), p)
+	if err != nil || sec == nil {
+		return fmt.Errorf("reading the token: %v", err)
+	}
+	data := sec.Data["data"].(map[string]any)
+	data["expiry"] = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	data["obtained_at"] = time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	_, err = w.vault.Logical().WriteWithContext(context.Background(), p, map[string]any{"data": data})
+	return err
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores, %s, %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
+
+func (r *report) markdown(out io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
+	p("Machine: %s. Load generator, upstream, Vault, Hydra and the proxy share it.", r.machine)
+	p("Settings: %d alternating rounds of %s per measurement, %d concurrent clients; storms of %d requests.",
+		r.settings.rounds, r.settings.duration, r.settings.concurrency, r.settings.storm)
+	p("")
+	p("### 1. Overhead: oauthconn_proxy against reverse_proxy with a static Authorization header")
+	p("")
+	p("| request | proxy | req/s | p50 | p99 | failures |")
+	p("| --- | --- | ---: | ---: | ---: | ---: |")
+	for _, row := range r.overhead {
+		for _, x := range []struct {
+			n   string
+			res result
+		}{{"oauthconn_proxy", row.oauth}, {"reverse_proxy", row.static}} {
+			p("| %s | %s | %.0f | %s | %s | %d |", row.name, x.n, x.res.throughput(), ms(x.res.percentile(0.5)), ms(x.res.percentile(0.99)), x.res.failures)
+		}
+	}
+	p("")
+	p("| request | throughput ratio | added p50 | added p99 |")
+	p("| --- | ---: | ---: | ---: |")
+	for _, row := range r.overhead {
+		p("| %s | %.3f× | %s | %s |", row.name, row.oauth.throughput()/row.static.throughput(),
+			ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)))
+	}
+	p("")
+	p("### 2. Hot path: Vault requests per 10,000 proxied requests with a fresh token")
+	p("")
+	p("%.2f (counted at a proxy in front of Vault during the oauthconn_proxy runs above).", r.vaultPer10k)
+	p("")
+	p("### 3. Refresh storm: %d concurrent requests on an expired token, one process", r.storm.requests)
+	p("")
+	p("Refresh grants at the token endpoint: %d. Failed requests: %d. Latency p50 %s, p99 %s, max %s.",
+		r.stormRefreshes, r.stormFailures, ms(r.storm.percentile(0.5)), ms(r.storm.percentile(0.99)), ms(r.storm.percentile(1)))
+	p("")
+	p("### 4. Replicas: 3 processes sharing Vault, %d requests spread over them after expiry (Hydra, strict rotation)", r.replicas.requests)
+	p("")
+	p("Refresh grants: %d. Failed requests: %d. Latency p50 %s, p99 %s, max %s.",
+		r.replicaRefreshes, r.replicaFailures, ms(r.replicas.percentile(0.5)), ms(r.replicas.percentile(0.99)), ms(r.replicas.percentile(1)))
+	p("")
+	p("### 5. Memory per cached connection (heap growth through Keeper.Token, Hydra-sized tokens)")
+	p("")
+	p("| connections | bytes per connection |")
+	p("| ---: | ---: |")
+	for _, m := range r.memory {
+		p("| %d | %.0f |", m.connections, m.heapPerConn)
+	}
+	p("")
+	p("### 6. Startup to the first proxied 200, token already in Vault")
+	p("")
+	p("%s (process start, config load, Vault read, upstream round trip).", ms(r.startup))
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// benchCaddyfile serves, in one process, the connector through
+// oauthconn_proxy on {$PORT} and the same upstream through plain
+// reverse_proxy with a static Authorization header on {$STATIC_PORT}, with
+// the same path handling, so the two differ only by what oauthconn adds.
+const benchCaddyfile = `{
+	admin off
+	log {
+		level ERROR
+	}
+	oauthconn {
+		public_url http://localhost:{$PUBLIC_PORT}
+		store vault {
+			address {env.BENCH_VAULT}
+			prefix {env.BENCH_PREFIX}
+		}
+		connector demo {
+			authorization_url {env.AS_AUTH_URL}
+			token_url {env.AS_TOKEN_URL}
+			client_id {env.AS_CLIENT_ID}
+			client_secret {env.AS_CLIENT_SECRET}
+			auth_style basic
+			scopes openid offline_access
+		}
+	}
+}
+
+http://localhost:{$PORT} {
+	oauthconn_connect /oauth/*
+	handle_path /demo/* {
+		oauthconn_proxy demo http://{$UPSTREAM}
+	}
+}
+
+http://localhost:{$STATIC_PORT} {
+	handle_path /demo/* {
+		reverse_proxy {$UPSTREAM} {
+			header_up Host {$UPSTREAM}
+			header_up Authorization "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
+		}
+	}
+}
+`
+
+// proc is one caddy-oauthconn process.
+type proc struct {
+	port    int
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	out     bytes.Buffer
+	started time.Time
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *proc) url(path string) string { return fmt.Sprintf("http://localhost:%d%s", p.port, path) }
+
+// startProc starts the binary on port (and port+1 for the static proxy).
+func startProc(w *world, port int) (*proc, error) {
+	dir, err := os.MkdirTemp(w.tmp, "proc-")
+	if err != nil {
+		return nil, err
+	}
+	cf := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cf, []byte(benchCaddyfile), 0o600); err != nil {
+		return nil, err
+	}
+	p := &proc{port: port}
+	p.cmd = exec.Command(w.bin, "run", "--config", cf)
+	p.cmd.Env = append(os.Environ(),
+		fmt.Sprintf("PORT=%d", port), fmt.Sprintf("STATIC_PORT=%d", port+1), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
+		"UPSTREAM="+w.upstream, "BENCH_VAULT="+w.vaultURL, "BENCH_PREFIX="+w.prefix,
+		"AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth", "AS_TOKEN_URL="+w.tokenURL+"/oauth2/token",
+		"AS_CLIENT_ID="+w.client.ID, "AS_CLIENT_SECRET="+w.client.Secret,
+		"XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GOMAXPROCS=2")
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.started = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.url("/oauth/connectors"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("process on %d did not start: %s", port, p.out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (p *proc) stop() {
+	if p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// connect runs the authorization code grant through p as a browser would.
+func connect(p *proc) error {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp, err := c.Get(p.url("/oauth/connectors/demo/authorize"))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Request.URL.RawQuery, "connected=demo") {
+		return fmt.Errorf("connect: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	return nil
+}
