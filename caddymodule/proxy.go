@@ -1,12 +1,10 @@
 package caddymodule
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -189,17 +187,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return h.tokenError(w, r, err)
 	}
 
-	// Buffer a small body so the request can be replayed after a 401.
-	var body []byte
+	// A body of known length within the replay limit can be sent again
+	// after a 401; it streams, with a copy kept for the retry.
+	var body *replayBody
 	replayable := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 	if !replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
-		body, err = io.ReadAll(io.LimitReader(r.Body, h.ReplayLimit+1))
-		if err != nil {
-			return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading request body: %w", err))
-		}
-		if int64(len(body)) > h.ReplayLimit {
-			return caddyhttp.Error(http.StatusBadRequest, errors.New("request body longer than its Content-Length"))
-		}
+		body = newReplayBody(r.Body, r.ContentLength)
 		replayable = true
 	}
 
@@ -238,8 +231,8 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 
 // upstreamRequest is r as it goes upstream: the app's credentials and flow
 // cookies removed, the connection's token attached, the upstream's path
-// prefix added, and the buffered body (if any) ready to be read again.
-func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body []byte) *http.Request {
+// prefix added, and the replayable body (if any) ready for this attempt.
+func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body *replayBody) *http.Request {
 	out := r.WithContext(r.Context())
 	out.Header = r.Header.Clone()
 	out.Header.Del("Authorization")
@@ -257,8 +250,7 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 		out.URL = &u
 	}
 	if body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		out.Body, out.GetBody = body.attempt(), nil
 	}
 	return out
 }

@@ -1,0 +1,63 @@
+package caddymodule
+
+import (
+	"errors"
+	"io"
+	"sync"
+)
+
+// replayBody lets a request body be sent twice without waiting for it: the
+// first attempt streams it from the client, keeping a copy of what it reads
+// (bounded by the Content-Length, itself within replay_limit); a retry reads
+// that copy, then whatever of the body the first attempt left unread. Once a
+// retry starts, the first attempt's reader is cut off, so the two never
+// interleave.
+type replayBody struct {
+	mu   sync.Mutex
+	src  io.Reader
+	seen []byte
+	gen  int
+}
+
+func newReplayBody(src io.Reader, size int64) *replayBody {
+	return &replayBody{src: src, seen: make([]byte, 0, size)}
+}
+
+// attempt returns the body reader of the next attempt.
+func (b *replayBody) attempt() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gen++
+	return &attemptBody{b: b, gen: b.gen}
+}
+
+var errBodySuperseded = errors.New("request body taken over by a retry")
+
+type attemptBody struct {
+	b   *replayBody
+	gen int
+	off int
+}
+
+func (a *attemptBody) Read(p []byte) (int, error) {
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.gen != b.gen {
+		return 0, errBodySuperseded
+	}
+	if a.off < len(b.seen) {
+		n := copy(p, b.seen[a.off:])
+		a.off += n
+		return n, nil
+	}
+	n, err := b.src.Read(p)
+	if a.gen == 1 {
+		// Only the first attempt records: a retry is the last attempt.
+		b.seen = append(b.seen, p[:n]...)
+	}
+	a.off += n
+	return n, err
+}
+
+func (a *attemptBody) Close() error { return nil }
