@@ -43,6 +43,43 @@ var (
 	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}}
 )
 
+// profileDir, if set, receives CPU profiles of the overhead runs.
+var profileDir string
+
+// admin is the admin address of the process on port: on (for pprof) only
+// while profiling the first process.
+func (w *world) admin(port int) string {
+	if profileDir != "" && port == w.publicPort {
+		return "localhost:2999"
+	}
+	return "off"
+}
+
+// profile captures a CPU profile of the first process while f runs.
+func profile(name string, f func()) {
+	if profileDir == "" {
+		f()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://localhost:2999/debug/pprof/profile?seconds=4")
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		out, err := os.Create(filepath.Join(profileDir, name+".pprof"))
+		if err != nil {
+			return
+		}
+		defer out.Close()
+		io.Copy(out, resp.Body)
+	}()
+	f()
+	<-done
+}
+
 // world is what the scenarios share: the servers and the built binary.
 type world struct {
 	bin        string
@@ -80,6 +117,7 @@ type overheadRow struct {
 
 func main() {
 	smokeFlag := flag.Bool("smoke", false, "run for seconds, to check the benchmark still works")
+	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of the proxy process during the overhead runs to this directory")
 	flag.Parse()
 	s := full
 	if *smokeFlag {
@@ -200,12 +238,19 @@ func run(s settings, logw io.Writer) (*report, error) {
 			}
 			runOauth := func() {
 				v0 := w.vaultCalls.Load()
-				res := load(c, method, oauthGet, body, s.concurrency, s.duration)
+				var res result
+				profile(fmt.Sprintf("oauthconn-%s-round%d", method, round+1), func() {
+					res = load(c, method, oauthGet, body, s.concurrency, s.duration)
+				})
 				vaultDuring += w.vaultCalls.Load() - v0
 				oauthRequests += res.requests
 				row.oauth = merge(row.oauth, res)
 			}
-			runStatic := func() { row.static = merge(row.static, load(c, method, staticGet, body, s.concurrency, s.duration)) }
+			runStatic := func() {
+				profile(fmt.Sprintf("static-%s-round%d", method, round+1), func() {
+					row.static = merge(row.static, load(c, method, staticGet, body, s.concurrency, s.duration))
+				})
+			}
 			if round%2 == 0 {
 				runOauth()
 				runStatic()
@@ -348,13 +393,15 @@ func (r *report) markdown(out io.Writer) {
 	p("Refresh grants: %d. Failed requests: %d. Latency p50 %s, p99 %s, max %s.",
 		r.replicaRefreshes, r.replicaFailures, ms(r.replicas.percentile(0.5)), ms(r.replicas.percentile(0.99)), ms(r.replicas.percentile(1)))
 	p("")
-	p("### 5. Memory per cached connection (heap growth through Keeper.Token, Hydra-sized tokens)")
+	p("### 5. Memory per cached connection (cache filled through Keeper.Token, one subject per connection, Hydra-sized tokens)")
 	p("")
-	p("| connections | bytes per connection |")
-	p("| ---: | ---: |")
+	p("| connections | heap bytes per connection | resident bytes per connection |")
+	p("| ---: | ---: | ---: |")
 	for _, m := range r.memory {
-		p("| %d | %.0f |", m.connections, m.heapPerConn)
+		p("| %d | %.0f | %.0f |", m.connections, m.heapPerConn, m.rssPerConn)
 	}
+	p("")
+	p("Resident growth is coarse (pages, and the runtime keeps freed memory); the heap figure is the cache's own.")
 	p("")
 	p("### 6. Startup to the first proxied 200, token already in Vault")
 	p("")

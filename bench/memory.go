@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ func (m *mapStore) Delete(context.Context, string) error { return nil }
 type memResult struct {
 	connections int
 	heapPerConn float64
+	rssPerConn  float64
 }
 
 // memoryPerConnection fills a Keeper's cache with n connections (one per
@@ -60,16 +62,16 @@ func memoryPerConnection(n int) memResult {
 	}
 	k := tokens.NewKeeper(tokens.Options{Store: st})
 	policy := tokens.Policy{Margin: 5 * time.Minute, Cooldown: 30 * time.Second}
-	before := heap()
+	before, rss0 := heap(), rss()
 	for i := range n {
 		if _, err := k.Token(context.Background(), tokens.Key{Connector: "demo", Subject: fmt.Sprintf("user-%07d", i)}, nil, policy); err != nil {
 			panic(err)
 		}
 	}
-	after := heap()
+	after, rss1 := heap(), rss()
 	runtime.KeepAlive(k)
 	runtime.KeepAlive(st)
-	return memResult{connections: n, heapPerConn: float64(after-before) / float64(n)}
+	return memResult{connections: n, heapPerConn: float64(after-before) / float64(n), rssPerConn: float64(rss1-rss0) / float64(n)}
 }
 
 func heap() uint64 {
@@ -78,4 +80,15 @@ func heap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// rss is the process's resident set size in bytes (Linux), or 0.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, resident int64
+	fmt.Sscan(string(b), &size, &resident)
+	return resident * int64(os.Getpagesize())
 }

@@ -18,7 +18,7 @@ import (
 // reverse_proxy with a static Authorization header on {$STATIC_PORT}, with
 // the same path handling, so the two differ only by what oauthconn adds.
 const benchCaddyfile = `{
-	admin off
+	admin {$ADMIN}
 	log {
 		level ERROR
 	}
@@ -86,7 +86,7 @@ func startProc(w *world, port int) (*proc, error) {
 	p := &proc{port: port}
 	p.cmd = exec.Command(w.bin, "run", "--config", cf)
 	p.cmd.Env = append(os.Environ(),
-		fmt.Sprintf("PORT=%d", port), fmt.Sprintf("STATIC_PORT=%d", port+1), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
+		"ADMIN="+w.admin(port), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("STATIC_PORT=%d", port+1), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
 		"UPSTREAM="+w.upstream, "BENCH_VAULT="+w.vaultURL, "BENCH_PREFIX="+w.prefix,
 		"AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth", "AS_TOKEN_URL="+w.tokenURL+"/oauth2/token",
 		"AS_CLIENT_ID="+w.client.ID, "AS_CLIENT_SECRET="+w.client.Secret,

@@ -193,6 +193,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	replayable := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 	if !replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
 		body = newReplayBody(r.Body, r.ContentLength)
+		defer body.release()
 		replayable = true
 	}
 

@@ -19,8 +19,31 @@ type replayBody struct {
 	gen  int
 }
 
+// copies recycles the copies' memory between requests: without it, every
+// replayable request allocates (and zeroes, and later collects) a buffer the
+// size of its body.
+var copies sync.Pool // of *[]byte
+
 func newReplayBody(src io.Reader, size int64) *replayBody {
-	return &replayBody{src: src, seen: make([]byte, 0, size)}
+	bp, _ := copies.Get().(*[]byte)
+	if bp == nil || int64(cap(*bp)) < size {
+		b := make([]byte, 0, size)
+		bp = &b
+	}
+	return &replayBody{src: src, seen: (*bp)[:0]}
+}
+
+// release ends every attempt's reading and recycles the copy. Call it when
+// the request is done.
+func (b *replayBody) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gen = -1
+	if b.seen != nil {
+		s := b.seen[:0]
+		copies.Put(&s)
+		b.seen = nil
+	}
 }
 
 // attempt returns the body reader of the next attempt.

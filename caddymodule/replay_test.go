@@ -36,6 +36,10 @@ func TestReplayBody(t *testing.T) {
 			if err != nil || string(all) != body {
 				t.Fatalf("retry read %q, %v; want the whole body", all, err)
 			}
+			b.release()
+			if _, err := retry.Read(make([]byte, 1)); !errors.Is(err, errBodySuperseded) {
+				t.Fatalf("read after release: err = %v", err)
+			}
 		})
 	}
 }
