@@ -58,6 +58,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			provider            microsoft|notion
 //			tenant              <tenant>
 //			issuer              <issuer URL>
+//			revocation_url      <url>
 //			authorization_url   <url>
 //			token_url           <url>
 //			client_id           <id>
@@ -191,6 +192,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = oneArg(d, &c.Tenant)
 		case "issuer":
 			err = oneArg(d, &c.Issuer)
+		case "revocation_url":
+			err = oneArg(d, &c.RevocationURL)
 		case "authorization_url":
 			err = oneArg(d, &c.AuthorizationURL)
 		case "token_url":

@@ -31,6 +31,7 @@ func init() {
 //	POST {base}/connectors/{name}/authorize   JSON {"authorization_url": …}
 //	GET  {base}/connectors/{name}/authorize   302 to the provider
 //	GET  {base}/callback                      the provider's redirect back
+//	DELETE {base}/connectors/{name}           disconnect: revoke, then delete
 //	GET  {base}/connectors                    connectors and their status, JSON
 //	GET  {base}/                              the same as a page
 //
@@ -63,6 +64,7 @@ func (h *ConnectHandler) Provision(ctx caddy.Context) error {
 	mux.HandleFunc("GET "+b+"/connectors/{name}/authorize", h.authorize)
 	mux.HandleFunc("GET "+b+"/callback", h.callback)
 	mux.HandleFunc("GET "+b+"/connectors", h.list)
+	mux.HandleFunc("DELETE "+b+"/connectors/{name}", h.disconnect)
 	mux.HandleFunc("GET "+b+"/{$}", h.page)
 	mux.HandleFunc(b+"/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no such oauthconn route"})
@@ -309,6 +311,53 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		dest = back + "?connected=" + url.QueryEscape(fl.Connector)
 	}
 	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+// disconnect revokes the connection's grant at the provider (RFC 7009) when
+// the connector has a revocation URL, then deletes the stored tokens with
+// every version and drops them from the cache. A failed revocation is
+// reported, but the local delete happens all the same.
+func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	c := h.app.Connectors[r.PathValue("name")]
+	if c == nil {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown_connector", Connector: r.PathValue("name")})
+		return
+	}
+	key := tokens.Key{Connector: c.name}
+	tok, err := h.app.keeper.Stored(r.Context(), key)
+	if errors.Is(err, tokens.ErrAuthorizationRequired) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
+		return
+	}
+	log := h.logger.With(zap.String("connector", c.name), zap.String("by", userID(r)))
+	if err != nil {
+		// Unreadable: nothing to revoke, but it is deleted all the same.
+		log.Warn("disconnecting a connection whose token cannot be read", zap.Error(err))
+	}
+	// Revoking the refresh token revokes the grant; without one, the
+	// access token.
+	var revokeErr error
+	if c.conn != nil {
+		t, hint := tok.RefreshToken, "refresh_token"
+		if t == "" {
+			t, hint = tok.AccessToken, "access_token"
+		}
+		_, revokeErr = c.conn.Revoke(r.Context(), t, hint)
+	}
+	if err := h.app.keeper.Disconnect(r.Context(), key); err != nil {
+		log.Error("disconnecting", zap.Error(err))
+		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not delete the connection; try again"})
+		return
+	}
+	if revokeErr != nil {
+		log.Warn("disconnected, but revocation at the provider failed", zap.Error(revokeErr))
+		writeJSON(w, http.StatusOK, map[string]any{"disconnected": true, "revoked": false,
+			"message": "the connection was deleted here, but the provider did not confirm the revocation: " + revokeErr.Error()})
+		return
+	}
+	log.Info("connection disconnected")
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func describe(s string) string {

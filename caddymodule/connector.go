@@ -37,6 +37,12 @@ type Connector struct {
 	// says it always sends one (RFC 9207, mix-up defence).
 	Issuer string `json:"issuer,omitempty"`
 
+	// RevocationURL is the provider's RFC 7009 token revocation endpoint,
+	// called when a connection is disconnected. The notion preset sets
+	// https://api.notion.com/v1/oauth/revoke; Microsoft Entra has none
+	// (revoke sessions in Entra instead).
+	RevocationURL string `json:"revocation_url,omitempty"`
+
 	// ClientID is the client identifier issued by the provider.
 	ClientID string `json:"client_id,omitempty"`
 
@@ -94,18 +100,19 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	}
 	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
 	cfg := connector.Config{
-		Name:         name,
-		Provider:     exp(c.Provider),
-		AuthURL:      exp(c.AuthorizationURL),
-		TokenURL:     exp(c.TokenURL),
-		ClientID:     exp(c.ClientID),
-		ClientSecret: exp(c.ClientSecret),
-		AuthStyle:    connector.AuthStyle(exp(c.AuthStyle)),
-		RedirectURL:  exp(c.RedirectURI),
-		PKCE:         c.PKCE == nil || *c.PKCE,
-		Issuer:       exp(c.Issuer),
-		AuthParams:   expandMap(c.AuthorizationParams, exp),
-		TokenHeaders: expandMap(c.TokenHeaders, exp),
+		Name:          name,
+		Provider:      exp(c.Provider),
+		AuthURL:       exp(c.AuthorizationURL),
+		TokenURL:      exp(c.TokenURL),
+		ClientID:      exp(c.ClientID),
+		ClientSecret:  exp(c.ClientSecret),
+		AuthStyle:     connector.AuthStyle(exp(c.AuthStyle)),
+		RedirectURL:   exp(c.RedirectURI),
+		PKCE:          c.PKCE == nil || *c.PKCE,
+		Issuer:        exp(c.Issuer),
+		RevocationURL: exp(c.RevocationURL),
+		AuthParams:    expandMap(c.AuthorizationParams, exp),
+		TokenHeaders:  expandMap(c.TokenHeaders, exp),
 	}
 	for _, s := range c.Scopes {
 		if s = exp(s); s != "" {

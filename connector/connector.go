@@ -67,6 +67,8 @@ type Config struct {
 	TokenHeaders map[string]string
 	// TokenBody is the encoding of token requests.
 	TokenBody BodyFormat
+	// RevocationURL is the provider's RFC 7009 revocation endpoint, if any.
+	RevocationURL string
 	// Issuer is the authorization server's issuer identifier; with it set,
 	// authorization responses are checked against mix-up (RFC 9207).
 	Issuer string
@@ -79,8 +81,8 @@ func (c *Config) Validate() error {
 	if c.ClientID == "" {
 		return fmt.Errorf("connector %s: client_id is required", c.Name)
 	}
-	for field, v := range map[string]string{"authorization_url": c.AuthURL, "token_url": c.TokenURL, "redirect_uri": c.RedirectURL, "issuer": c.Issuer} {
-		if v == "" && field == "issuer" {
+	for field, v := range map[string]string{"authorization_url": c.AuthURL, "token_url": c.TokenURL, "redirect_uri": c.RedirectURL, "issuer": c.Issuer, "revocation_url": c.RevocationURL} {
+		if v == "" && (field == "issuer" || field == "revocation_url") {
 			continue
 		}
 		if v == "" {

@@ -181,6 +181,10 @@ func notionImitation(t *testing.T, got *map[string]string) *httptest.Server {
 		}
 		body["notion_version"] = r.Header.Get("Notion-Version")
 		*got = body
+		if r.URL.Path == "/revoke" {
+			io.WriteString(w, `{}`)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"access_token":"secret_notion_at","token_type":"bearer","bot_id":"b","workspace_id":"w","owner":{"type":"user"}}`)
 	}))
@@ -213,6 +217,34 @@ func TestNotionTokenRequest(t *testing.T) {
 	}
 	if _, ok := got["client_secret"]; ok {
 		t.Fatal("client secret sent in the body with basic auth")
+	}
+}
+
+func TestNotionRevoke(t *testing.T) {
+	var got map[string]string
+	srv := notionImitation(t, &got)
+	defer srv.Close()
+	cfg := Config{Name: "notion", Provider: "notion", ClientID: "notion-client", ClientSecret: "notion-secret",
+		RedirectURL: "http://localhost:8080/oauth/callback", TokenURL: srv.URL, RevocationURL: srv.URL + "/revoke"}
+	if err := Preset(&cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := c.Revoke(context.Background(), "secret_notion_at", "access_token")
+	if err != nil || !revoked {
+		t.Fatalf("Revoke = %v, %v", revoked, err)
+	}
+	if got["token"] != "secret_notion_at" || got["notion_version"] != NotionVersion {
+		t.Fatalf("revocation request = %v", got)
+	}
+	// The preset's default revocation endpoint.
+	cfg = Config{Name: "n", Provider: "notion"}
+	Preset(&cfg, "")
+	if cfg.RevocationURL != "https://api.notion.com/v1/oauth/revoke" {
+		t.Fatalf("notion revocation_url = %q", cfg.RevocationURL)
 	}
 }
 

@@ -32,6 +32,7 @@ func Preset(cfg *Config, tenant string) error {
 	case "notion":
 		setDefault(&cfg.AuthURL, "https://api.notion.com/v1/oauth/authorize")
 		setDefault(&cfg.TokenURL, "https://api.notion.com/v1/oauth/token")
+		setDefault(&cfg.RevocationURL, "https://api.notion.com/v1/oauth/revoke")
 		cfg.AuthStyle = AuthBasic
 		cfg.TokenBody = BodyJSON
 		if cfg.TokenHeaders == nil {

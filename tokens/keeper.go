@@ -470,6 +470,23 @@ func (k *Keeper) Status(ctx context.Context, key Key) (Status, error) {
 	return s, nil
 }
 
+// Stored reads the connection's token from the store, or returns
+// ErrAuthorizationRequired if there is none.
+func (k *Keeper) Stored(ctx context.Context, key Key) (Token, error) {
+	tok, _, err := k.read(ctx, key)
+	return tok, err
+}
+
+// Disconnect removes the connection: its record with every version in the
+// store, and its cache entry.
+func (k *Keeper) Disconnect(ctx context.Context, key Key) error {
+	if err := k.store.Delete(ctx, key.tokenPath()); err != nil {
+		return fmt.Errorf("deleting token: %w", err)
+	}
+	k.Forget(key)
+	return nil
+}
+
 // Forget drops a connection from the cache.
 func (k *Keeper) Forget(key Key) {
 	k.cache.mu.Lock()

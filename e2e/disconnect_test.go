@@ -1,0 +1,53 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestDisconnect: DELETE on a connector revokes the grant at the provider
+// (RFC 7009), removes the token from Vault with every version, and the app
+// is told to authorize again.
+func TestDisconnect(t *testing.T) {
+	h := newHydra(t)
+	f := newFixtureWith(t, "client_secret_basic", sidecarOptions{connector: "revocation_url " + h.PublicURL + "/oauth2/revoke"})
+	connect(t, f.s, newBrowser())
+	old := f.s.stored(t, "demo")
+	app := newBrowser()
+	if resp, _ := app.do(t, "GET", f.s.base+"/demo/items", "", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("before: %d", resp.StatusCode)
+	}
+	resp, body := app.do(t, "DELETE", f.s.base+"/oauth/connectors/demo", "", "")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+	}
+	if meta, err := f.s.vault.Logical().Read("secret/metadata/" + f.s.prefix + "/tokens/demo"); err != nil || meta != nil {
+		t.Fatalf("Vault still holds the connection's metadata (%v, %v)", meta, err)
+	}
+	if active, err := h.Active(old["access_token"].(string)); err != nil || active {
+		t.Fatalf("access token active after disconnect: %v, %v", active, err)
+	}
+	resp, body = app.do(t, "GET", f.s.base+"/demo/items", "", "")
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "authorization_required") {
+		t.Fatalf("after: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := app.do(t, "DELETE", f.s.base+"/oauth/connectors/demo", "", ""); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("second DELETE: %d", resp.StatusCode)
+	}
+}
+
+// TestDisconnectRevocationFails: when the provider cannot be reached, the
+// connection is deleted here all the same and the answer says revocation
+// failed.
+func TestDisconnectRevocationFails(t *testing.T) {
+	f := newFixtureWith(t, "client_secret_basic", sidecarOptions{connector: "revocation_url http://127.0.0.1:1/revoke"})
+	connect(t, f.s, newBrowser())
+	resp, body := newBrowser().do(t, "DELETE", f.s.base+"/oauth/connectors/demo", "", "")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"revoked":false`) || !strings.Contains(body, `"disconnected":true`) {
+		t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+	}
+	if f.s.stored(t, "demo") != nil {
+		t.Fatal("the token is still in Vault")
+	}
+}
