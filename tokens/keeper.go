@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,6 +65,7 @@ type Cache struct {
 	mu      sync.RWMutex
 	entries map[Key]*entry
 	flight  singleflight.Group
+	max     int
 }
 
 type entry struct {
@@ -73,10 +75,52 @@ type entry struct {
 	forcedAt  time.Time // last refresh triggered by a 401
 	lastErr   string    // last refresh failure, safe to show
 	lastErrAt time.Time
+	used      uint32 // set on every hit, cleared by eviction passes
 }
 
-// NewCache makes an empty Cache.
-func NewCache() *Cache { return &Cache{entries: make(map[Key]*entry)} }
+// DefaultMaxConnections bounds a Cache made by NewCache.
+const DefaultMaxConnections = 100_000
+
+// NewCache makes an empty Cache of at most DefaultMaxConnections.
+func NewCache() *Cache { return NewBoundedCache(DefaultMaxConnections) }
+
+// NewBoundedCache makes an empty Cache that holds at most max connections:
+// beyond that, the connections not used since the previous eviction pass
+// are dropped first (they are read again from the store when next used).
+func NewBoundedCache(max int) *Cache {
+	return &Cache{entries: make(map[Key]*entry), max: max}
+}
+
+// entryLocked returns the entry of key, creating it (and making room for
+// it) if needed. c.mu must be held for writing.
+func (c *Cache) entryLocked(key Key) *entry {
+	e := c.entries[key]
+	if e == nil {
+		if len(c.entries) >= c.max {
+			c.evictLocked()
+		}
+		e = &entry{}
+		c.entries[key] = e
+	}
+	return e
+}
+
+// evictLocked drops the entries unused since the last pass, and then, if
+// that freed too little, any entries, until a tenth of the room is free.
+func (c *Cache) evictLocked() {
+	for k, e := range c.entries {
+		if atomic.SwapUint32(&e.used, 0) == 0 {
+			delete(c.entries, k)
+		}
+	}
+	target := c.max - c.max/10
+	for k := range c.entries {
+		if len(c.entries) <= target {
+			break
+		}
+		delete(c.entries, k)
+	}
+}
 
 // Len returns the number of cached connections.
 func (c *Cache) Len() int {
@@ -152,7 +196,10 @@ func (c *Cache) get(key Key) (entry, bool) {
 	if e == nil {
 		return entry{}, false
 	}
-	return *e, true
+	atomic.StoreUint32(&e.used, 1)
+	// Every field but used, which other readers set concurrently.
+	return entry{tok: e.tok, version: e.version, missingAt: e.missingAt, forcedAt: e.forcedAt,
+		lastErr: e.lastErr, lastErrAt: e.lastErrAt}, true
 }
 
 // Token returns a usable access token for the connection. While the cached
@@ -196,8 +243,7 @@ func (k *Keeper) Rejected(ctx context.Context, key Key, r Refresher, p Policy, r
 		return Token{}, ErrNoRetry
 	}
 	if e == nil {
-		e = &entry{}
-		k.cache.entries[key] = e
+		e = k.cache.entryLocked(key)
 	}
 	e.forcedAt = now
 	k.cache.mu.Unlock()
@@ -352,11 +398,7 @@ func (k *Keeper) read(ctx context.Context, key Key) (Token, int, error) {
 	e, err := k.store.Get(ctx, key.tokenPath())
 	if errors.Is(err, kv.ErrNotFound) {
 		k.cache.mu.Lock()
-		ent := k.cache.entries[key]
-		if ent == nil {
-			ent = &entry{}
-			k.cache.entries[key] = ent
-		}
+		ent := k.cache.entryLocked(key)
 		ent.tok, ent.version, ent.missingAt = Token{}, 0, k.now()
 		k.cache.mu.Unlock()
 		return Token{}, 0, ErrAuthorizationRequired
@@ -374,22 +416,14 @@ func (k *Keeper) read(ctx context.Context, key Key) (Token, int, error) {
 func (k *Keeper) remember(key Key, tok Token, version int) {
 	k.cache.mu.Lock()
 	defer k.cache.mu.Unlock()
-	e := k.cache.entries[key]
-	if e == nil {
-		e = &entry{}
-		k.cache.entries[key] = e
-	}
+	e := k.cache.entryLocked(key)
 	e.tok, e.version, e.missingAt = tok, version, time.Time{}
 }
 
 func (k *Keeper) fail(key Key, msg string, now time.Time, gone bool) {
 	k.cache.mu.Lock()
 	defer k.cache.mu.Unlock()
-	e := k.cache.entries[key]
-	if e == nil {
-		e = &entry{}
-		k.cache.entries[key] = e
-	}
+	e := k.cache.entryLocked(key)
 	e.lastErr, e.lastErrAt = msg, now
 	if gone {
 		e.tok, e.version, e.missingAt = Token{}, 0, now
@@ -423,7 +457,7 @@ func (k *Keeper) Save(ctx context.Context, key Key, ot *oauth2.Token, connectedB
 			return Token{}, fmt.Errorf("saving token: %w", err)
 		}
 		k.cache.mu.Lock()
-		k.cache.entries[key] = &entry{tok: tok, version: v}
+		*k.cache.entryLocked(key) = entry{tok: tok, version: v}
 		k.cache.mu.Unlock()
 		return tok, nil
 	}

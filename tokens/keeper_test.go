@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -424,12 +425,60 @@ func TestFromOAuth2RefreshExpiry(t *testing.T) {
 }
 
 func TestKeyValidate(t *testing.T) {
-	for _, k := range []Key{{Connector: ""}, {Connector: ".."}, {Connector: "a/b"}, {Connector: "a", Subject: ".."}, {Connector: "a", Subject: "x/y"}, {Connector: "a", Subject: "\n"}} {
+	for _, k := range []Key{{Connector: ""}, {Connector: ".."}, {Connector: "a/b"}, {Connector: "a", Subject: ".."}, {Connector: "a", Subject: "x//y"}, {Connector: "a", Subject: "/y"}, {Connector: "a", Subject: "x/"}, {Connector: "a", Subject: "x/../y"}, {Connector: "a", Subject: "\n"}} {
 		if k.Validate() == nil {
 			t.Errorf("Key %+v accepted", k)
 		}
 	}
 	if err := (Key{Connector: "demo", Subject: "alice@example.com"}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+	// Composite subjects are one escaped segment, and escaping keeps
+	// distinct subjects apart.
+	paths := map[string]string{}
+	for _, sub := range []string{"acme/alice", "acme%2Falice", "acme alice", "acme+alice"} {
+		k := Key{Connector: "demo", Subject: sub}
+		if err := k.Validate(); err != nil {
+			t.Fatalf("%q: %v", sub, err)
+		}
+		p := k.tokenPath()
+		if strings.Count(p, "/") != 2 {
+			t.Fatalf("%q stored at %q: not one segment", sub, p)
+		}
+		if other, dup := paths[p]; dup {
+			t.Fatalf("%q and %q share %q", sub, other, p)
+		}
+		paths[p] = sub
+	}
+}
+
+func TestBoundedCache(t *testing.T) {
+	st := &countingStore{Store: newFileStore(t)}
+	cache := NewBoundedCache(50)
+	k := NewKeeper(Options{Store: st, Cache: cache})
+	hot := Key{Connector: "demo", Subject: "hot"}
+	if _, err := k.Save(context.Background(), hot, &oauth2.Token{AccessToken: "at-hot", Expiry: time.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		key := Key{Connector: "demo", Subject: fmt.Sprint("user-", i)}
+		if _, err := k.Save(context.Background(), key, &oauth2.Token{AccessToken: fmt.Sprint("at-", i), Expiry: time.Now().Add(time.Hour)}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.Token(context.Background(), hot, nil, policy); err != nil { // keeps "hot" in use
+			t.Fatal(err)
+		}
+		if cache.Len() > 50 {
+			t.Fatalf("cache holds %d connections, bound is 50", cache.Len())
+		}
+	}
+	// The connection in constant use was never evicted: no store read.
+	gets := st.gets.Load()
+	if tok, err := k.Token(context.Background(), hot, nil, policy); err != nil || tok.AccessToken != "at-hot" || st.gets.Load() != gets {
+		t.Fatalf("hot connection: %q, %v, %d store reads", tok.AccessToken, err, st.gets.Load()-gets)
+	}
+	// An evicted one is read back from the store.
+	if tok, err := k.Token(context.Background(), Key{Connector: "demo", Subject: "user-0"}, nil, policy); err != nil || tok.AccessToken != "at-0" {
+		t.Fatalf("evicted connection: %q, %v", tok.AccessToken, err)
 	}
 }

@@ -7,8 +7,11 @@
 package tokens
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -39,15 +42,46 @@ func (k Key) Validate() error {
 		return fmt.Errorf("connector name: %w", err)
 	}
 	if k.Subject != "" {
-		if err := kv.Segment(k.Subject); err != nil {
-			return fmt.Errorf("subject: %w", err)
+		return ValidSubject(k.Subject)
+	}
+	return nil
+}
+
+// ValidSubject checks a subject: not empty, no control characters, and no
+// empty, "." or ".." part between slashes (a composite such as
+// "tenant/user" whose tenant is missing is refused, not stored as "/user").
+func ValidSubject(s string) error {
+	if s == "" {
+		return errors.New("subject is empty")
+	}
+	if len(s) > 512 {
+		return errors.New("subject is longer than 512 bytes")
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("subject contains a control character")
+		}
+	}
+	for _, part := range strings.Split(s, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("subject %q has an empty, . or .. part", s)
 		}
 	}
 	return nil
 }
 
-func (k Key) tokenPath() string { return "tokens/" + k.String() }
-func (k Key) leasePath() string { return "leases/" + k.String() }
+// storeName is the connection's record name below tokens/ and leases/:
+// the subject is path-escaped into one segment ("acme/alice" becomes
+// "acme%2Falice"), so no subject can name another's record.
+func (k Key) storeName() string {
+	if k.Subject == "" {
+		return k.Connector
+	}
+	return k.Connector + "/" + url.PathEscape(k.Subject)
+}
+
+func (k Key) tokenPath() string { return "tokens/" + k.storeName() }
+func (k Key) leasePath() string { return "leases/" + k.storeName() }
 
 // Token is a connection's stored token set. Every field but AccessToken is
 // optional: providers differ in what they return.
