@@ -59,6 +59,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			tenant              <tenant>
 //			issuer              <issuer URL>
 //			revocation_url      <url>
+//			subject             <placeholder template>
 //			authorization_url   <url>
 //			token_url           <url>
 //			client_id           <id>
@@ -194,6 +195,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = oneArg(d, &c.Issuer)
 		case "revocation_url":
 			err = oneArg(d, &c.RevocationURL)
+		case "subject":
+			err = oneArg(d, &c.Subject)
 		case "authorization_url":
 			err = oneArg(d, &c.AuthorizationURL)
 		case "token_url":

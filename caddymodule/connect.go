@@ -182,6 +182,11 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	returnTo = h.app.returnTo.Safe(returnTo, "")
+	subject, err := c.subject(r)
+	if err != nil {
+		writeSubjectError(w, c.name, err)
+		return
+	}
 
 	now := time.Now()
 	if ok, wait := h.app.pending.add(c.name, now, now.Add(h.app.flows.TTL())); !ok {
@@ -197,7 +202,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		}
 	}(context.WithoutCancel(r.Context()))
 
-	started, err := h.app.flows.Begin(r.Context(), c.name, "", returnTo, userID(r))
+	started, err := h.app.flows.Begin(r.Context(), c.name, subject, returnTo, userID(r))
 	if err != nil {
 		h.logger.Error("starting authorization", zap.String("connector", c.name), zap.Error(err))
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not record the authorization; try again"})
@@ -324,7 +329,12 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown_connector", Connector: r.PathValue("name")})
 		return
 	}
-	key := tokens.Key{Connector: c.name}
+	subject, err := c.subject(r)
+	if err != nil {
+		writeSubjectError(w, c.name, err)
+		return
+	}
+	key := tokens.Key{Connector: c.name, Subject: subject}
 	tok, err := h.app.keeper.Stored(r.Context(), key)
 	if errors.Is(err, tokens.ErrAuthorizationRequired) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
@@ -383,6 +393,8 @@ type connectorStatus struct {
 	ConnectedAt  *time.Time `json:"connected_at,omitempty"`
 	ConnectedBy  string     `json:"connected_by,omitempty"`
 	LastError    string     `json:"last_error,omitempty"`
+	PerUser      bool       `json:"per_user,omitempty"`
+	Subject      string     `json:"subject,omitempty"`
 	AuthorizeURL string     `json:"authorize_url,omitempty"`
 }
 
@@ -396,7 +408,16 @@ func (h *ConnectHandler) statuses(r *http.Request) []connectorStatus {
 			out = append(out, st)
 			continue
 		}
-		s, err := h.app.keeper.Status(r.Context(), tokens.Key{Connector: name})
+		subject, serr := c.subject(r)
+		if c.Subject != "" {
+			st.PerUser, st.Subject = true, subject
+			if serr != nil {
+				st.Status = "subject_required"
+				out = append(out, st)
+				continue
+			}
+		}
+		s, err := h.app.keeper.Status(r.Context(), tokens.Key{Connector: name, Subject: subject})
 		switch {
 		case err != nil:
 			h.logger.Warn("reading connection status", zap.String("connector", name), zap.Error(err))

@@ -1,7 +1,10 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -36,6 +39,14 @@ type Connector struct {
 	// equal it, and a missing one is refused when the server's metadata
 	// says it always sends one (RFC 9207, mix-up defence).
 	Issuer string `json:"issuer,omitempty"`
+
+	// Subject makes connections per user (or tenant): a template of Caddy
+	// placeholders, such as {http.auth.user.id} or
+	// {http.request.header.X-Tenant}/{http.request.header.X-User},
+	// evaluated on the authorize request (the flow is bound to it) and on
+	// every proxied request. It must come from an authentication layer you
+	// trust. Empty: one connection shared by everybody.
+	Subject string `json:"subject,omitempty"`
 
 	// RevocationURL is the provider's RFC 7009 token revocation endpoint,
 	// called when a connection is disconnected. The notion preset sets
@@ -155,4 +166,30 @@ func expandMap(m map[string]string, exp func(string) string) map[string]string {
 		out[k] = exp(v)
 	}
 	return out
+}
+
+// Errors of subject evaluation; their text is safe to show.
+var (
+	errSubjectRequired = errors.New("this connector is per user, and the request does not say which user")
+	errInvalidSubject  = errors.New("the request's subject cannot name a connection")
+)
+
+// subject evaluates the connector's subject template on r: empty for a
+// shared connector.
+func (c *Connector) subject(r *http.Request) (string, error) {
+	if c.Subject == "" {
+		return "", nil
+	}
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return "", errSubjectRequired
+	}
+	s := repl.ReplaceAll(c.Subject, "")
+	if s == "" || strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "//") {
+		return "", errSubjectRequired // a placeholder evaluated empty
+	}
+	if tokens.ValidSubject(s) != nil {
+		return "", errInvalidSubject
+	}
+	return s, nil
 }

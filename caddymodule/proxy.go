@@ -181,7 +181,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
 	}
-	key := tokens.Key{Connector: c.name}
+	subject, err := c.subject(r)
+	if err != nil {
+		return writeSubjectError(w, c.name, err)
+	}
+	key := tokens.Key{Connector: c.name, Subject: subject}
 	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
 	if err != nil {
 		return h.tokenError(w, r, err)

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -45,4 +46,14 @@ func noStore(w http.ResponseWriter) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
+}
+
+// writeSubjectError answers a request whose subject could not be
+// evaluated: 400 subject_required or invalid_subject.
+func writeSubjectError(w http.ResponseWriter, connector string, err error) error {
+	code := "invalid_subject"
+	if errors.Is(err, errSubjectRequired) {
+		code = "subject_required"
+	}
+	return writeJSON(w, http.StatusBadRequest, apiError{Error: code, Connector: connector, Message: err.Error()})
 }
