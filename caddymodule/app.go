@@ -76,6 +76,7 @@ type App struct {
 	MaxPendingFlows int `json:"max_pending_flows,omitempty"`
 
 	store     RecordStore
+	telemetry *telemetry
 	returnTo  flow.ReturnTo
 	limiter   *ratelimit.Limiter
 	pending   *pendingFlows
@@ -212,11 +213,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	cache := val.(pooledCache).Cache
+	if a.telemetry, err = newTelemetry(ctx, cache); err != nil {
+		return fmt.Errorf("oauthconn: metrics and events: %w", err)
+	}
+	store = observedStore{RecordStore: store, t: a.telemetry}
+	a.store = store
 	a.keeper = tokens.NewKeeper(tokens.Options{
-		Cache:   val.(pooledCache).Cache,
-		Store:   store,
-		Logger:  a.logger.Named("tokens"),
-		Context: ctx,
+		Cache:    cache,
+		Store:    store,
+		Logger:   a.logger.Named("tokens"),
+		Context:  ctx,
+		Observer: a.telemetry,
 	})
 	a.flows = flow.New(store, time.Duration(a.FlowTTL), nil)
 

@@ -219,6 +219,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	})
 	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
+	h.app.telemetry.authorization(c.name, "started")
 	if r.Method == http.MethodPost {
 		writeJSON(w, http.StatusOK, map[string]string{"authorization_url": authURL})
 		return
@@ -234,8 +235,10 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	// flow cookie is then cleared; a refused callback that consumed
 	// nothing (wrong browser or user) leaves it for the right one.
 	consumed := false
+	connectorName := "unknown" // until the state names it
 	fail := func(status int, reason, detail string, logReason string) {
 		h.logger.Warn("authorization failed", zap.String("reason", logReason))
+		h.app.telemetry.authorization(connectorName, logReason)
 		if consumed {
 			h.clearCookie(w, flow.CookieName(state))
 		}
@@ -274,6 +277,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	consumed = true
+	connectorName = fl.Connector
 	h.app.pending.done(fl.Connector)
 	log := h.logger.With(zap.String("connector", fl.Connector))
 	c := h.app.Connectors[fl.Connector]
@@ -309,6 +313,8 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("connection authorized", zap.Bool("refresh_token", tok.RefreshToken != ""), zap.Time("expiry", tok.Expiry))
+	h.app.telemetry.authorization(fl.Connector, "completed")
+	h.app.telemetry.emit(eventConnected, tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, map[string]any{"connected_by": fl.CreatedBy})
 	h.clearCookie(w, flow.CookieName(state))
 	noStore(w)
 	dest := fl.ReturnTo
@@ -362,11 +368,13 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 	}
 	if revokeErr != nil {
 		log.Warn("disconnected, but revocation at the provider failed", zap.Error(revokeErr))
+		h.app.telemetry.emit(eventDisconnected, key, map[string]any{"revoked": false})
 		writeJSON(w, http.StatusOK, map[string]any{"disconnected": true, "revoked": false,
 			"message": "the connection was deleted here, but the provider did not confirm the revocation: " + revokeErr.Error()})
 		return
 	}
 	log.Info("connection disconnected")
+	h.app.telemetry.emit(eventDisconnected, key, map[string]any{"revoked": revokeErr == nil})
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -208,9 +208,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// read: retry with a fresher token, answer that the connection
 		// needs authorization, or pass the 401 through.
 		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
+		outcome := "passed_through"
+		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
 		switch {
 		case errors.Is(err, tokens.ErrAuthorizationRequired):
-			retryErr = err
+			retryErr, outcome = err, "authorization_required"
 			return true
 		case err != nil:
 			if !errors.Is(err, tokens.ErrNoRetry) {
@@ -220,7 +222,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		case !replayable:
 			return false
 		}
-		tok = fresh
+		tok, outcome = fresh, "retried"
 		return true
 	}
 	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)

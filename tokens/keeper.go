@@ -58,6 +58,19 @@ type UnavailableError struct {
 func (e *UnavailableError) Error() string { return "token unavailable: " + e.Err.Error() }
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
+// Observer hears about the token lifecycle (for metrics and events). The
+// Keeper calls it synchronously: it must be quick and must not call back.
+type Observer interface {
+	// Refreshed reports a refresh attempt: trigger is "proactive" (due or
+	// expired), "401" or "admin"; outcome is "ok", "invalid_grant" (the
+	// connection now needs authorization) or "transient".
+	Refreshed(key Key, trigger, outcome string)
+}
+
+type noObserver struct{}
+
+func (noObserver) Refreshed(Key, string, string) {}
+
 // Cache is the in-memory state that outlives a configuration: cached tokens,
 // in-flight refreshes, 401 cooldowns and last errors. Share one Cache between
 // the Keepers of successive configurations that use the same store.
@@ -122,6 +135,24 @@ func (c *Cache) evictLocked() {
 	}
 }
 
+// ConnectionState is what the cache knows of one connection, for metrics.
+type ConnectionState struct {
+	Key Key
+	// Connected is false for a connection known to have no token.
+	Connected bool
+	// Expiry is the cached access token's expiry (zero if unknown).
+	Expiry time.Time
+}
+
+// Each calls f with the state of every cached connection.
+func (c *Cache) Each(f func(ConnectionState)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for k, e := range c.entries {
+		f(ConnectionState{Key: k, Connected: e.missingAt.IsZero() && e.tok.AccessToken != "", Expiry: e.tok.Expiry})
+	}
+}
+
 // Len returns the number of cached connections.
 func (c *Cache) Len() int {
 	c.mu.RLock()
@@ -133,6 +164,7 @@ func (c *Cache) Len() int {
 type Keeper struct {
 	cache *Cache
 	store Store
+	obs   Observer
 	log   *zap.Logger
 	now   func() time.Time
 	bg    context.Context
@@ -158,12 +190,14 @@ type Options struct {
 	// LeaseWait is how long a caller waits for another replica's refresh
 	// before giving up with an UnavailableError (default 15s).
 	LeaseWait time.Duration
+	// Observer hears about refreshes (default: nobody).
+	Observer Observer
 }
 
 // NewKeeper makes a Keeper.
 func NewKeeper(o Options) *Keeper {
 	k := &Keeper{
-		cache: o.Cache, store: o.Store, log: o.Logger, now: o.Now, bg: o.Context,
+		cache: o.Cache, store: o.Store, obs: o.Observer, log: o.Logger, now: o.Now, bg: o.Context,
 		leaseTTL: o.LeaseTTL, leaseWait: o.LeaseWait,
 		missingTTL: 2 * time.Second, refreshTime: 25 * time.Second,
 	}
@@ -172,6 +206,9 @@ func NewKeeper(o Options) *Keeper {
 	}
 	if k.log == nil {
 		k.log = zap.NewNop()
+	}
+	if k.obs == nil {
+		k.obs = noObserver{}
 	}
 	if k.now == nil {
 		k.now = time.Now
@@ -332,7 +369,12 @@ func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Pol
 		return tok, nil, false
 	}
 	ot, err := r.Refresh(ctx, tok.RefreshToken)
+	trigger := "proactive"
+	if rejected != "" {
+		trigger = "401"
+	}
 	if errors.Is(err, connector.ErrGrantRejected) {
+		k.obs.Refreshed(key, trigger, "invalid_grant")
 		k.log.Warn("refresh rejected by provider; the connection needs authorization",
 			zap.String("connection", key.String()), errField(err))
 		if derr := k.store.Delete(ctx, key.tokenPath()); derr != nil {
@@ -342,10 +384,12 @@ func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Pol
 		return Token{}, ErrAuthorizationRequired, false
 	}
 	if err != nil {
+		k.obs.Refreshed(key, trigger, "transient")
 		k.log.Warn("refresh failed", zap.String("connection", key.String()), errField(err))
 		tok, err := k.transient(key, tok, version, err)
 		return tok, err, false
 	}
+	k.obs.Refreshed(key, trigger, "ok")
 	next := FromOAuth2(ot, tok, k.now())
 	v, err := k.store.Put(ctx, key.tokenPath(), next.record(), version)
 	if errors.Is(err, kv.ErrConflict) {

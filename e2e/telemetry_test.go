@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func init() {
+	caddy.RegisterModule(eventRecorder{})
+}
+
+// eventRecorder is an events handler module for the tests: it keeps every
+// oauthconn event it is given.
+type eventRecorder struct{}
+
+var (
+	recordedMu sync.Mutex
+	recorded   []caddy.Event
+)
+
+func (eventRecorder) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "events.handlers.oauthconn_test_recorder", New: func() caddy.Module { return new(eventRecorder) }}
+}
+
+func (eventRecorder) Handle(_ context.Context, e caddy.Event) error {
+	if strings.HasPrefix(e.Name(), "oauthconn.") {
+		recordedMu.Lock()
+		recorded = append(recorded, e)
+		recordedMu.Unlock()
+	}
+	return nil
+}
+
+func (*eventRecorder) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+func eventsNamed(name string) []caddy.Event {
+	recordedMu.Lock()
+	defer recordedMu.Unlock()
+	var out []caddy.Event
+	for _, e := range recorded {
+		if e.Name() == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestMetricsAndEvents: a flow, a refresh and a disconnect show in Caddy's
+// /metrics and reach a subscriber of Caddy's events.
+func TestMetricsAndEvents(t *testing.T) {
+	f := newFixtureWith(t, "client_secret_basic", sidecarOptions{options: "events {\n\t\ton * oauthconn_test_recorder\n\t}"})
+	connect(t, f.s, newBrowser())
+	if ev := eventsNamed("oauthconn.connected"); len(ev) != 1 || ev[0].Data["connector"] != "demo" {
+		t.Fatalf("connected events: %v", ev)
+	}
+	exp, _ := time.Parse(time.RFC3339, f.s.stored(t, "demo")["expiry"].(string))
+	time.Sleep(time.Until(exp.Add(time.Second)))
+	app := newBrowser()
+	if resp, _ := app.do(t, "GET", f.s.base+"/demo/items", "", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after expiry: %d", resp.StatusCode)
+	}
+	if ev := eventsNamed("oauthconn.refreshed"); len(ev) != 1 || ev[0].Data["trigger"] != "proactive" {
+		t.Fatalf("refreshed events: %v", ev)
+	}
+	m := scrape(t)
+	for _, want := range []string{
+		`oauthconn_authorizations_total{connector="demo",outcome="started"} 1`,
+		`oauthconn_authorizations_total{connector="demo",outcome="completed"} 1`,
+		`oauthconn_refreshes_total{connector="demo",outcome="ok",trigger="proactive"} 1`,
+		`oauthconn_connections{connector="demo",status="connected"} 1`,
+		`oauthconn_store_request_duration_seconds_count{op="get"}`,
+		`oauthconn_token_expiry_seconds{connector="demo"}`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if resp, _ := app.do(t, "DELETE", f.s.base+"/oauth/connectors/demo", "", ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("disconnect: %d", resp.StatusCode)
+	}
+	if ev := eventsNamed("oauthconn.disconnected"); len(ev) != 1 {
+		t.Fatalf("disconnected events: %v", ev)
+	}
+}
