@@ -55,7 +55,7 @@ func memoryPerConnection(n int) memResult {
 	exp := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	for i := range n {
 		st.recs[fmt.Sprintf("tokens/demo/user-%07d", i)] = map[string]string{
-			"schema": "1", "access_token": fmt.Sprintf("ory_at_%080d", i), "refresh_token": fmt.Sprintf("ory_rt_%080d", i),
+			"schema": "2", "access_token": fmt.Sprintf("ory_at_%080d", i), "refresh_token": fmt.Sprintf("ory_rt_%080d", i),
 			"token_type": "bearer", "scope": "openid offline_access", "expiry": exp,
 			"obtained_at": time.Now().UTC().Format(time.RFC3339), "connected_at": time.Now().UTC().Format(time.RFC3339),
 		}

@@ -106,6 +106,7 @@ func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo, created
 	s.CookieName = CookiePrefix + id[:16]
 	now := f.now()
 	data := map[string]string{
+		"schema":       schemaVersion,
 		"connector":    connector,
 		"verifier":     s.Verifier,
 		"binding_hash": hash(s.Binding),
@@ -210,7 +211,13 @@ func (f *Flows) Sweep(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// schemaVersion is written into every pending-authorization record.
+const schemaVersion = "1"
+
 func decode(m map[string]string) (Flow, error) {
+	if v := m["schema"]; v != "" && v != schemaVersion {
+		return Flow{}, fmt.Errorf("authorization state record has schema version %q; this build reads %q", v, schemaVersion)
+	}
 	fl := Flow{
 		Connector:   m["connector"],
 		Subject:     m["subject"],

@@ -3,7 +3,9 @@ package tokens
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"fmt"
 	"strings"
 	"sync"
@@ -480,5 +482,41 @@ func TestBoundedCache(t *testing.T) {
 	// An evicted one is read back from the store.
 	if tok, err := k.Token(context.Background(), Key{Connector: "demo", Subject: "user-0"}, nil, policy); err != nil || tok.AccessToken != "at-0" {
 		t.Fatalf("evicted connection: %q, %v", tok.AccessToken, err)
+	}
+}
+
+// TestUpgradeV1Record reads a token record as the first release wrote it
+// (testdata/record-v1.json: no schema, no connection metadata), refreshes
+// it, and finds it written back as version 2.
+func TestUpgradeV1Record(t *testing.T) {
+	b, err := os.ReadFile("testdata/record-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v1 map[string]string
+	if err := json.Unmarshal(b, &v1); err != nil {
+		t.Fatal(err)
+	}
+	st := newFileStore(t)
+	if _, err := st.Put(context.Background(), "tokens/demo", v1, 0); err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "ory_at_v1-record-access" || tok.Scope != "openid offline_access" || !tok.ConnectedAt.IsZero() {
+		t.Fatalf("v1 record read as %+v, %v", tok, err)
+	}
+	clk.Add(time.Hour) // expired: refresh and write back
+	if tok, err = k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != "at-1" {
+		t.Fatalf("refresh of a v1 record: %q, %v", tok.AccessToken, err)
+	}
+	if r.calls[0] != "ory_rt_v1-record-refresh" {
+		t.Fatalf("refreshed with %q", r.calls[0])
+	}
+	e, _ := st.Get(context.Background(), "tokens/demo")
+	if e.Data["schema"] != "2" || e.Data["obtained_at"] == "" || e.Data["scope"] != "openid offline_access" {
+		t.Fatalf("written back as %v", e.Data)
 	}
 }

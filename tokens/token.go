@@ -104,8 +104,12 @@ type Token struct {
 	ConnectedBy string
 }
 
-// schemaVersion is written into every token record.
-const schemaVersion = "1"
+// schemaVersion is written into every token record. Version 1 (the first
+// release's records, with no schema field or "1") held the token set only;
+// version 2 adds who connected and when (connected_by, connected_at) and
+// when the access token was issued (obtained_at). Version 1 records are
+// read as version 2 with those unknown, and written back as version 2.
+const schemaVersion = "2"
 
 // Usable reports whether the access token may still be sent at now.
 func (t Token) Usable(now time.Time) bool {
@@ -204,9 +208,26 @@ func (t Token) record() map[string]string {
 	return m
 }
 
+// upgradeV1 reads a version 1 record as version 2: the fields version 2
+// added are unknown, and version 1's fields are kept as they were.
+func upgradeV1(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for _, k := range []string{"access_token", "refresh_token", "token_type", "scope", "expiry", "refresh_expiry"} {
+		if v, ok := m[k]; ok {
+			out[k] = v
+		}
+	}
+	out["schema"] = schemaVersion
+	return out
+}
+
 func tokenFromRecord(m map[string]string) (Token, error) {
-	if v := m["schema"]; v != "" && v != schemaVersion {
-		return Token{}, fmt.Errorf("token record has schema version %q; this build reads %q", v, schemaVersion)
+	switch v := m["schema"]; v {
+	case "", "1":
+		m = upgradeV1(m)
+	case schemaVersion:
+	default:
+		return Token{}, fmt.Errorf("token record has schema version %q; this build reads versions 1 and 2 (upgrade caddy-oauthconn)", v)
 	}
 	t := Token{
 		AccessToken:  m["access_token"],
