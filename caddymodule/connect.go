@@ -340,42 +340,18 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
-	key := tokens.Key{Connector: c.name, Subject: subject}
-	tok, err := h.app.keeper.Stored(r.Context(), key)
-	if errors.Is(err, tokens.ErrAuthorizationRequired) {
+	revokeErr, err := h.app.disconnect(r.Context(), c, subject, userID(r))
+	switch {
+	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
-		return
-	}
-	log := h.logger.With(zap.String("connector", c.name), zap.String("by", userID(r)))
-	if err != nil {
-		// Unreadable: nothing to revoke, but it is deleted all the same.
-		log.Warn("disconnecting a connection whose token cannot be read", zap.Error(err))
-	}
-	// Revoking the refresh token revokes the grant; without one, the
-	// access token.
-	var revokeErr error
-	if c.conn != nil {
-		t, hint := tok.RefreshToken, "refresh_token"
-		if t == "" {
-			t, hint = tok.AccessToken, "access_token"
-		}
-		_, revokeErr = c.conn.Revoke(r.Context(), t, hint)
-	}
-	if err := h.app.keeper.Disconnect(r.Context(), key); err != nil {
-		log.Error("disconnecting", zap.Error(err))
+	case err != nil:
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not delete the connection; try again"})
-		return
-	}
-	if revokeErr != nil {
-		log.Warn("disconnected, but revocation at the provider failed", zap.Error(revokeErr))
-		h.app.telemetry.emit(eventDisconnected, key, map[string]any{"revoked": false})
+	case revokeErr != nil:
 		writeJSON(w, http.StatusOK, map[string]any{"disconnected": true, "revoked": false,
 			"message": "the connection was deleted here, but the provider did not confirm the revocation: " + revokeErr.Error()})
-		return
+	default:
+		w.WriteHeader(http.StatusNoContent)
 	}
-	log.Info("connection disconnected")
-	h.app.telemetry.emit(eventDisconnected, key, map[string]any{"revoked": revokeErr == nil})
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func describe(s string) string {
@@ -392,57 +368,12 @@ func (h *ConnectHandler) clearCookie(w http.ResponseWriter, name string) {
 	})
 }
 
-// connectorStatus is what GET {base}/connectors tells about a connector.
-type connectorStatus struct {
-	Name         string     `json:"name"`
-	Provider     string     `json:"provider,omitempty"`
-	Status       string     `json:"status"`
-	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
-	ConnectedAt  *time.Time `json:"connected_at,omitempty"`
-	ConnectedBy  string     `json:"connected_by,omitempty"`
-	LastError    string     `json:"last_error,omitempty"`
-	PerUser      bool       `json:"per_user,omitempty"`
-	Subject      string     `json:"subject,omitempty"`
-	AuthorizeURL string     `json:"authorize_url,omitempty"`
-}
-
 func (h *ConnectHandler) statuses(r *http.Request) []connectorStatus {
 	var out []connectorStatus
 	for _, name := range h.app.connectorNames() {
 		c := h.app.Connectors[name]
-		st := connectorStatus{Name: name, Provider: c.Provider, AuthorizeURL: h.app.authorizeURL(name)}
-		if c.conn == nil {
-			st.Status, st.AuthorizeURL = "unconfigured", ""
-			out = append(out, st)
-			continue
-		}
 		subject, serr := c.subject(r)
-		if c.Subject != "" {
-			st.PerUser, st.Subject = true, subject
-			if serr != nil {
-				st.Status = "subject_required"
-				out = append(out, st)
-				continue
-			}
-		}
-		s, err := h.app.keeper.Status(r.Context(), tokens.Key{Connector: name, Subject: subject})
-		switch {
-		case err != nil:
-			h.logger.Warn("reading connection status", zap.String("connector", name), zap.Error(err))
-			st.Status = "unavailable"
-		case !s.Connected || !s.Usable:
-			st.Status = "authorization_required"
-		default:
-			st.Status = "connected"
-		}
-		if !s.Expiry.IsZero() {
-			st.ExpiresAt = &s.Expiry
-		}
-		if !s.ConnectedAt.IsZero() {
-			st.ConnectedAt = &s.ConnectedAt
-		}
-		st.LastError, st.ConnectedBy = s.LastError, s.ConnectedBy
-		out = append(out, st)
+		out = append(out, h.app.status(r.Context(), c, subject, serr))
 	}
 	return out
 }

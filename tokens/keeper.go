@@ -250,16 +250,16 @@ func (k *Keeper) Token(ctx context.Context, key Key, r Refresher, p Policy) (Tok
 			if now.Sub(e.missingAt) < k.missingTTL {
 				return Token{}, ErrAuthorizationRequired
 			}
-		} else if !e.tok.due(now, p.Margin) {
+		} else if !e.tok.due(now, p.Margin) && e.tok.AccessToken != "" {
 			return e.tok, nil
 		} else if e.tok.Usable(now) {
 			k.cache.flight.DoChan(key.String(), func() (any, error) {
-				return k.load(k.bg, key, r, p, "")
+				return k.load(k.bg, key, r, p, "", "proactive")
 			})
 			return e.tok, nil
 		}
 	}
-	return k.do(ctx, key, r, p, "")
+	return k.do(ctx, key, r, p, "", "proactive")
 }
 
 // Rejected is called when the upstream answered 401 to a request sent with
@@ -285,7 +285,7 @@ func (k *Keeper) Rejected(ctx context.Context, key Key, r Refresher, p Policy, r
 	e.forcedAt = now
 	k.cache.mu.Unlock()
 
-	tok, err := k.do(ctx, key, r, p, rejected)
+	tok, err := k.do(ctx, key, r, p, rejected, "401")
 	if err != nil {
 		return Token{}, err
 	}
@@ -295,12 +295,41 @@ func (k *Keeper) Rejected(ctx context.Context, key Key, r Refresher, p Policy, r
 	return tok, nil
 }
 
+// ForceRefresh refreshes the connection now, whatever its expiry (for
+// operators: the admin API).
+func (k *Keeper) ForceRefresh(ctx context.Context, key Key, r Refresher) (Token, error) {
+	cur, _, err := k.read(ctx, key)
+	if err != nil {
+		return Token{}, err
+	}
+	if cur.AccessToken == "" {
+		cur.AccessToken = forceMarker
+	}
+	return k.do(ctx, key, r, Policy{}, cur.AccessToken, "admin")
+}
+
+// forceMarker stands for "the empty access token" in a forced refresh.
+const forceMarker = "\x00force"
+
+// Import stores a refresh token obtained elsewhere (migrating from another
+// system) as the connection's, replacing what it held, and redeems it at
+// once: the connection is usable if that succeeds.
+func (k *Keeper) Import(ctx context.Context, key Key, refreshToken, connectedBy string, r Refresher) (Token, error) {
+	if refreshToken == "" {
+		return Token{}, errors.New("no refresh token to import")
+	}
+	if _, err := k.Save(ctx, key, &oauth2.Token{RefreshToken: refreshToken}, connectedBy); err != nil {
+		return Token{}, err
+	}
+	return k.ForceRefresh(ctx, key, r)
+}
+
 // do runs load once per connection at a time; callers that arrive while it
 // runs share its result. The work is detached from the caller's
 // cancellation, so one impatient client does not fail everybody's refresh.
-func (k *Keeper) do(ctx context.Context, key Key, r Refresher, p Policy, rejected string) (Token, error) {
+func (k *Keeper) do(ctx context.Context, key Key, r Refresher, p Policy, rejected, trigger string) (Token, error) {
 	ch := k.cache.flight.DoChan(key.String(), func() (any, error) {
-		return k.load(context.WithoutCancel(ctx), key, r, p, rejected)
+		return k.load(context.WithoutCancel(ctx), key, r, p, rejected, trigger)
 	})
 	select {
 	case res := <-ch:
@@ -316,7 +345,7 @@ func (k *Keeper) do(ctx context.Context, key Key, r Refresher, p Policy, rejecte
 // load reads the connection from the store and refreshes it if it must.
 // rejected, if not empty, is an access token the upstream refused: it is
 // refreshed even if not due.
-func (k *Keeper) load(ctx context.Context, key Key, r Refresher, p Policy, rejected string) (Token, error) {
+func (k *Keeper) load(ctx context.Context, key Key, r Refresher, p Policy, rejected, trigger string) (Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, k.leaseWait+k.refreshTime)
 	defer cancel()
 	deadline := k.now().Add(k.leaseWait)
@@ -346,7 +375,7 @@ func (k *Keeper) load(ctx context.Context, key Key, r Refresher, p Policy, rejec
 		if err != nil {
 			return k.transient(key, tok, version, fmt.Errorf("taking refresh lease: %w", err))
 		}
-		tok, err, retry := k.refreshHolding(ctx, key, r, p, rejected, l)
+		tok, err, retry := k.refreshHolding(ctx, key, r, p, rejected, trigger, l)
 		if retry {
 			continue
 		}
@@ -357,7 +386,7 @@ func (k *Keeper) load(ctx context.Context, key Key, r Refresher, p Policy, rejec
 // refreshHolding refreshes while holding the lease: it re-reads the token
 // (another replica may have rotated it before we got the lease), refreshes,
 // and writes the result at the version it read. retry means "read again".
-func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Policy, rejected string, l *lease) (Token, error, bool) {
+func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Policy, rejected, trigger string, l *lease) (Token, error, bool) {
 	defer k.release(context.WithoutCancel(ctx), l)
 	tok, version, err := k.read(ctx, key)
 	if err != nil {
@@ -369,10 +398,6 @@ func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Pol
 		return tok, nil, false
 	}
 	ot, err := r.Refresh(ctx, tok.RefreshToken)
-	trigger := "proactive"
-	if rejected != "" {
-		trigger = "401"
-	}
 	if errors.Is(err, connector.ErrGrantRejected) {
 		k.obs.Refreshed(key, trigger, "invalid_grant")
 		k.log.Warn("refresh rejected by provider; the connection needs authorization",
@@ -411,6 +436,9 @@ func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Pol
 }
 
 func (k *Keeper) wants(tok Token, now time.Time, p Policy, rejected string) bool {
+	if rejected == forceMarker {
+		return tok.AccessToken == ""
+	}
 	if rejected != "" {
 		return tok.AccessToken == rejected
 	}

@@ -520,3 +520,34 @@ func TestUpgradeV1Record(t *testing.T) {
 		t.Fatalf("written back as %v", e.Data)
 	}
 }
+
+func TestForceRefreshAndImport(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	ctx := context.Background()
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	tok, err := k.ForceRefresh(ctx, demo, r)
+	if err != nil || tok.AccessToken != "at-1" || r.count() != 1 {
+		t.Fatalf("ForceRefresh of a fresh token = %q, %v after %d refreshes", tok.AccessToken, err, r.count())
+	}
+	// Import a refresh token from elsewhere: stored, redeemed at once.
+	other := Key{Connector: "demo", Subject: "migrated"}
+	tok, err = k.Import(ctx, other, "rt-from-elsewhere", "admin", r)
+	if err != nil || tok.AccessToken != "at-2" || r.calls[1] != "rt-from-elsewhere" {
+		t.Fatalf("Import = %q, %v; refresh calls %v", tok.AccessToken, err, r.calls)
+	}
+	e, _ := st.Get(ctx, "tokens/demo/migrated")
+	if e.Data["access_token"] != "at-2" || e.Data["connected_by"] != "admin" {
+		t.Fatalf("stored %v", e.Data)
+	}
+	// An import the provider refuses leaves nothing behind.
+	bad := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) { return nil, fmt.Errorf("x: %w", connector.ErrGrantRejected) }}
+	if _, err := k.Import(ctx, Key{Connector: "demo", Subject: "bad"}, "rt-bad", "", bad); !errors.Is(err, ErrAuthorizationRequired) {
+		t.Fatalf("refused import: %v", err)
+	}
+	if _, err := st.Get(ctx, "tokens/demo/bad"); !errors.Is(err, kv.ErrNotFound) {
+		t.Fatalf("refused import left a record: %v", err)
+	}
+}
