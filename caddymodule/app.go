@@ -76,6 +76,7 @@ type App struct {
 	MaxPendingFlows int `json:"max_pending_flows,omitempty"`
 
 	store     RecordStore
+	rawStore  RecordStore
 	telemetry *telemetry
 	returnTo  flow.ReturnTo
 	limiter   *ratelimit.Limiter
@@ -204,6 +205,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("oauthconn: opening store: %w", err)
 	}
 	a.store = store
+	a.rawStore = store
 
 	// The token cache, shared with earlier configurations on this store.
 	a.poolKey = store.Location()
@@ -262,6 +264,16 @@ func (a *App) Start() error {
 		zap.Int("connectors", len(a.Connectors)), zap.String("base_path", a.BasePath))
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.stopSweep = cancel
+	// A store that logs in (Vault AppRole, Kubernetes, token file) keeps
+	// its credentials fresh until the app stops.
+	if st, ok := a.rawStore.(interface {
+		Start(context.Context, *zap.Logger, time.Duration) error
+	}); ok {
+		if err := st.Start(ctx, a.logger.Named("vault"), 5*time.Second); err != nil {
+			cancel()
+			return fmt.Errorf("oauthconn: store: %w", err)
+		}
+	}
 	a.sweepDone = make(chan struct{})
 	go a.sweep(ctx, time.Duration(a.SweepInterval))
 	return nil

@@ -266,11 +266,88 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 //		prefix    <path>
 //		namespace <namespace>
 //	}
+//
+// with, instead of a token, one of:
+//
+//	auth token_file <path>
+//	auth approle {
+//		role_id        <id>
+//		secret_id      <id>
+//		secret_id_file <path>
+//		wrapped
+//		mount          <path>
+//	}
+//	auth kubernetes {
+//		role       <role>
+//		token_file <path>
+//		mount      <path>
+//	}
 func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return stringOptions(d, "store vault", map[string]*string{
+	fields := map[string]*string{
 		"address": &v.Address, "token": &v.Token, "mount": &v.Mount,
 		"prefix": &v.Prefix, "namespace": &v.Namespace,
-	})
+	}
+	d.Next() // module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if d.Val() == "auth" {
+			a, err := unmarshalVaultAuth(d)
+			if err != nil {
+				return err
+			}
+			v.Auth = a
+			continue
+		}
+		dst, ok := fields[d.Val()]
+		if !ok {
+			return d.Errf("store vault: unrecognized option %q", d.Val())
+		}
+		if err := oneArg(d, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unmarshalVaultAuth(d *caddyfile.Dispenser) (*VaultAuth, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	a := &VaultAuth{Method: d.Val()}
+	var fields map[string]*string
+	switch a.Method {
+	case "token":
+	case "token_file":
+		if !d.NextArg() {
+			return nil, d.Err("auth token_file takes the token file's path")
+		}
+		a.TokenFile = d.Val()
+	case "approle":
+		fields = map[string]*string{"role_id": &a.RoleID, "secret_id": &a.SecretID, "secret_id_file": &a.SecretIDFile, "mount": &a.MountPath}
+	case "kubernetes":
+		fields = map[string]*string{"role": &a.Role, "token_file": &a.ServiceAccountTokenFile, "mount": &a.MountPath}
+	default:
+		return nil, d.Errf("store vault: unknown auth method %q (token, token_file, approle, kubernetes)", a.Method)
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if a.Method == "approle" && d.Val() == "wrapped" {
+			a.Wrapped = true
+			continue
+		}
+		dst, ok := fields[d.Val()]
+		if !ok {
+			return nil, d.Errf("store vault: auth %s: unrecognized option %q", a.Method, d.Val())
+		}
+		if err := oneArg(d, dst); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
 // UnmarshalCaddyfile sets up the embedded file store:

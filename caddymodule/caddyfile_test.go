@@ -71,6 +71,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"unknown store", global("store redis {\n}"), "store redis"},
 		{"two stores", global("store file\nstore file"), "store may be given only once"},
 		{"vault option", global("store vault {\nadress x\n}"), `store vault: unrecognized option "adress"`},
+		{"vault auth method", global("store vault {\nauth ldap\n}"), `unknown auth method "ldap"`},
+		{"vault auth option", global("store vault {\nauth approle {\nrole x\n}\n}"), `auth approle: unrecognized option "role"`},
+		{"vault auth token_file path", global("store vault {\nauth token_file\n}"), "auth token_file takes the token file's path"},
 		{"file key and key_file", global("store file {\nkey a\nkey_file b\n}"), "give key or key_file, not both"},
 		{"base_path relative", global("base_path oauth"), "must start with /"},
 		{"proxy arguments", "http://localhost:8080 {\n\toauthconn_proxy demo\n}\n", "takes a connector name and an upstream URL, got 1"},
@@ -124,6 +127,7 @@ func TestLoadErrors(t *testing.T) {
 		{"http public_url on loopback", global("public_url http://127.0.0.1:8080"), ""},
 		{"bad return origin", global("public_url http://localhost:8080\nallowed_return_origins https://app.example.com/path"), `allowed_return_origins: "https://app.example.com/path" is not an origin`},
 		{"bad issuer", withProxy("public_url http://localhost:8080\nconnector demo {\nauthorization_url https://as/a\ntoken_url https://as/t\nclient_id x\nissuer as.example.com\n}", "demo", "https://api"), "connector demo: issuer must be an absolute http(s) URL"},
+		{"approle without secret", global("store vault {\nauth approle {\nrole_id r\n}\n}"), "role_id and secret_id or secret_id_file are required"},
 		{"file store key", global("store file {\nkey bm90IGEga2V5\n}"), "key must decode to 32 bytes"},
 	}
 	for _, tt := range tests {

@@ -35,6 +35,43 @@ type VaultStore struct {
 
 	// Namespace is the Vault Enterprise namespace, if any.
 	Namespace string `json:"namespace,omitempty"`
+
+	// Auth is how to log in to Vault. Default: the token (or VAULT_TOKEN).
+	Auth *VaultAuth `json:"auth,omitempty"`
+}
+
+// VaultAuth is a Vault login method. Fields may hold placeholders.
+type VaultAuth struct {
+	// Method is token, token_file, approle or kubernetes.
+	Method string `json:"method"`
+
+	// TokenFile is token_file's file, such as a Vault Agent sink; it is
+	// re-read when it changes.
+	TokenFile string `json:"token_file,omitempty"`
+
+	// RoleID is AppRole's role ID.
+	RoleID string `json:"role_id,omitempty"`
+
+	// SecretID is AppRole's secret ID; prefer SecretIDFile.
+	SecretID string `json:"secret_id,omitempty"`
+
+	// SecretIDFile holds AppRole's secret ID, read at each login.
+	SecretIDFile string `json:"secret_id_file,omitempty"`
+
+	// Wrapped says the secret ID is a response-wrapping token to unwrap
+	// (single-use: the file must be refreshed before the next login).
+	Wrapped bool `json:"wrapped,omitempty"`
+
+	// Role is the Kubernetes auth role.
+	Role string `json:"role,omitempty"`
+
+	// ServiceAccountTokenFile is the Kubernetes service account token,
+	// re-read at each login. Default: the in-cluster path.
+	ServiceAccountTokenFile string `json:"service_account_token_file,omitempty"`
+
+	// MountPath is where the auth method is mounted. Default: approle or
+	// kubernetes.
+	MountPath string `json:"mount_path,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -49,13 +86,21 @@ func (VaultStore) CaddyModule() caddy.ModuleInfo {
 func (v *VaultStore) OpenStore() (RecordStore, error) {
 	repl := caddy.NewReplacer()
 	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
-	return vault.New(vault.Config{
+	cfg := vault.Config{
 		Address:   exp(v.Address),
 		Token:     exp(v.Token),
 		Mount:     exp(v.Mount),
 		Prefix:    exp(v.Prefix),
 		Namespace: exp(v.Namespace),
-	})
+	}
+	if a := v.Auth; a != nil {
+		cfg.Auth = vault.Auth{
+			Method: a.Method, TokenFile: exp(a.TokenFile), RoleID: exp(a.RoleID), SecretID: exp(a.SecretID),
+			SecretIDFile: exp(a.SecretIDFile), Wrapped: a.Wrapped, Role: exp(a.Role),
+			ServiceAccountTokenFile: exp(a.ServiceAccountTokenFile), MountPath: exp(a.MountPath),
+		}
+	}
+	return vault.New(cfg)
 }
 
 // FileStore keeps records in files below a directory, each sealed with

@@ -30,10 +30,13 @@ type Config struct {
 	Prefix string
 	// Namespace is the Vault Enterprise namespace, if any.
 	Namespace string
+	// Auth is how to log in (default: the token).
+	Auth Auth
 }
 
 // Store is a kv.Store on Vault KV v2. It is safe for concurrent use.
 type Store struct {
+	auth   Auth
 	client *api.Client
 	kv     *api.KVv2
 	mount  string
@@ -42,6 +45,9 @@ type Store struct {
 
 // New makes a Store. It does not contact Vault.
 func New(cfg Config) (*Store, error) {
+	if err := cfg.Auth.Validate(); err != nil {
+		return nil, err
+	}
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault: reading environment: %w", vc.Error)
@@ -67,7 +73,11 @@ func New(cfg Config) (*Store, error) {
 	if prefix == "" {
 		prefix = "caddy-oauthconn"
 	}
-	return &Store{client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix}, nil
+	if cfg.Auth.Method != "" && cfg.Auth.Method != "token" && cfg.Token == "" {
+		// Until the first login, no token: not VAULT_TOKEN's.
+		client.ClearToken()
+	}
+	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix}, nil
 }
 
 // Client returns the underlying Vault client.
