@@ -331,6 +331,15 @@ func (a *App) authorizeURL(name string) string {
 	return a.PublicURL + a.BasePath + "/connectors/" + url.PathEscape(name) + "/authorize"
 }
 
+// origin is the public URL's origin, the only one the popup's success page
+// posts its message to.
+func (a *App) origin() string {
+	if a.public == nil {
+		return ""
+	}
+	return a.public.Scheme + "://" + a.public.Host
+}
+
 // secureCookies reports whether flow cookies get the Secure attribute.
 func (a *App) secureCookies() bool { return a.public != nil && a.public.Scheme == "https" }
 

@@ -65,6 +65,8 @@ func (h *ConnectHandler) Provision(ctx caddy.Context) error {
 	mux.HandleFunc("GET "+b+"/callback", h.callback)
 	mux.HandleFunc("GET "+b+"/connectors", h.list)
 	mux.HandleFunc("DELETE "+b+"/connectors/{name}", h.disconnect)
+	mux.HandleFunc("POST "+b+"/connectors/{name}/disconnect", h.disconnectForm)
+	mux.HandleFunc("GET "+b+"/assets/{file}", serveAsset)
 	mux.HandleFunc("GET "+b+"/{$}", h.page)
 	mux.HandleFunc(b+"/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no such oauthconn route"})
@@ -168,9 +170,11 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	returnTo := r.URL.Query().Get("return_to")
+	popup := r.URL.Query().Get("popup") == "1"
 	if r.Method == http.MethodPost {
 		var body struct {
 			ReturnTo string `json:"return_to"`
+			Popup    bool   `json:"popup"`
 		}
 		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
 			err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body)
@@ -178,7 +182,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 				writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid_request", Message: "the body must be a JSON object such as {\"return_to\":\"/path\"}"})
 				return
 			}
-			returnTo = body.ReturnTo
+			returnTo, popup = body.ReturnTo, body.Popup
 		}
 	}
 	returnTo = h.app.returnTo.Safe(returnTo, "")
@@ -202,7 +206,9 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		}
 	}(context.WithoutCancel(r.Context()))
 
-	started, err := h.app.flows.Begin(r.Context(), c.name, subject, returnTo, userID(r))
+	started, err := h.app.flows.Begin(r.Context(), flow.Params{
+		Connector: c.name, Subject: subject, ReturnTo: returnTo, CreatedBy: userID(r), Popup: popup,
+	})
 	if err != nil {
 		h.logger.Error("starting authorization", zap.String("connector", c.name), zap.Error(err))
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not record the authorization; try again"})
@@ -317,6 +323,13 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	h.app.telemetry.emit(eventConnected, tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, map[string]any{"connected_by": fl.CreatedBy})
 	h.clearCookie(w, flow.CookieName(state))
 	noStore(w)
+	if fl.Popup {
+		// The connect page opened this window: tell it and close.
+		writePage(w, http.StatusOK, "connected.html", map[string]string{
+			"Connector": fl.Connector, "Back": back, "Base": h.app.BasePath, "Origin": h.app.origin(),
+		})
+		return
+	}
 	dest := fl.ReturnTo
 	if dest == "" {
 		dest = back + "?connected=" + url.QueryEscape(fl.Connector)
@@ -352,6 +365,50 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// disconnectForm is the connect page's Disconnect without JavaScript: the
+// same as DELETE, then back to the page. Only a same-origin form may use
+// it (Sec-Fetch-Site or Origin), so another site cannot post it.
+func (h *ConnectHandler) disconnectForm(w http.ResponseWriter, r *http.Request) {
+	sfs := r.Header.Get("Sec-Fetch-Site")
+	origin := r.Header.Get("Origin")
+	if !(sfs == "same-origin" || (sfs == "" && origin != "" && origin == h.app.origin())) {
+		writeErrorPage(w, http.StatusForbidden, h.app.BasePath+"/", "This form can only be sent from the connections page.", "")
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	h.disconnect(rec, r)
+	if rec.status >= 300 && rec.status != http.StatusNotFound {
+		return
+	}
+	http.Redirect(w, r, h.app.BasePath+"/", http.StatusSeeOther)
+}
+
+// statusRecorder holds back a 2xx/404 answer of a handler (to redirect
+// instead) and passes any other through.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	passed bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	if code >= 300 && code != http.StatusNotFound {
+		s.passed = true
+		s.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.passed {
+		return s.ResponseWriter.Write(b)
+	}
+	return len(b), nil
 }
 
 func describe(s string) string {
@@ -390,7 +447,8 @@ func (h *ConnectHandler) page(w http.ResponseWriter, r *http.Request) {
 	data := struct {
 		Connectors []connectorStatus
 		Connected  string
-	}{Connectors: h.statuses(r)}
+		Base       string
+	}{Connectors: h.statuses(r), Base: h.app.BasePath}
 	if name := r.URL.Query().Get("connected"); h.app.Connectors[name] != nil {
 		data.Connected = name
 	}

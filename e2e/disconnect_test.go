@@ -51,3 +51,34 @@ func TestDisconnectRevocationFails(t *testing.T) {
 		t.Fatal("the token is still in Vault")
 	}
 }
+
+// TestDisconnectForm: the connect page's Disconnect works without
+// JavaScript as a same-origin form, and another site cannot post it.
+func TestDisconnectForm(t *testing.T) {
+	f := newFixture(t, "client_secret_basic")
+	connect(t, f.s, newBrowser())
+	post := func(site, origin string) *http.Response {
+		req, _ := http.NewRequest("POST", f.s.base+"/oauth/connectors/demo/disconnect", nil)
+		if site != "" {
+			req.Header.Set("Sec-Fetch-Site", site)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, tt := range []struct{ site, origin string }{{"cross-site", "https://evil.example"}, {"", "https://evil.example"}, {"", ""}} {
+		if resp := post(tt.site, tt.origin); resp.StatusCode != http.StatusForbidden || f.s.stored(t, "demo") == nil {
+			t.Fatalf("form from %q/%q: %d", tt.site, tt.origin, resp.StatusCode)
+		}
+	}
+	resp := post("same-origin", "http://localhost:9080")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/oauth/" || f.s.stored(t, "demo") != nil {
+		t.Fatalf("same-origin form: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}

@@ -45,6 +45,9 @@ type Flow struct {
 	// CreatedBy is the authenticated user who started the flow, if any;
 	// only the same user may finish it.
 	CreatedBy string
+	// Popup says the flow runs in a popup window opened by the connect
+	// page, which the callback notifies and closes.
+	Popup bool
 	// CreatedAt and ExpiresAt bound the flow's life.
 	CreatedAt time.Time
 	ExpiresAt time.Time
@@ -98,9 +101,20 @@ type Started struct {
 // CookiePrefix starts every flow cookie's name.
 const CookiePrefix = "oauthconn_flow_"
 
-// Begin records a new flow for the connection, started by the
-// authenticated user createdBy (empty if none), and returns its secrets.
-func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo, createdBy string) (Started, error) {
+// Params describe a flow to begin.
+type Params struct {
+	Connector, Subject string
+	// ReturnTo is where to send the browser afterwards (already checked).
+	ReturnTo string
+	// CreatedBy is the authenticated user starting the flow, if any.
+	CreatedBy string
+	// Popup says the flow runs in a popup of the connect page.
+	Popup bool
+}
+
+// Begin records a new flow and returns its secrets.
+func (f *Flows) Begin(ctx context.Context, p Params) (Started, error) {
+	connector, subject, returnTo, createdBy := p.Connector, p.Subject, p.ReturnTo, p.CreatedBy
 	s := Started{State: random(32), Binding: random(32), Verifier: oauth2.GenerateVerifier()}
 	id := stateID(s.State)
 	s.CookieName = CookiePrefix + id[:16]
@@ -119,6 +133,9 @@ func (f *Flows) Begin(ctx context.Context, connector, subject, returnTo, created
 	}
 	if createdBy != "" {
 		data["created_by"] = createdBy
+	}
+	if p.Popup {
+		data["popup"] = "1"
 	}
 	if _, err := f.store.Put(ctx, "states/"+id, data, 0); err != nil {
 		return Started{}, fmt.Errorf("recording authorization state: %w", err)
@@ -224,6 +241,7 @@ func decode(m map[string]string) (Flow, error) {
 		Verifier:    m["verifier"],
 		ReturnTo:    m["return_to"],
 		CreatedBy:   m["created_by"],
+		Popup:       m["popup"] == "1",
 		bindingHash: m["binding_hash"],
 	}
 	var err1, err2 error

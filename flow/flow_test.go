@@ -28,7 +28,7 @@ func newFlows(t *testing.T, now func() time.Time) (*Flows, *filestore.Store) {
 func TestBeginFinish(t *testing.T) {
 	f, st := newFlows(t, nil)
 	ctx := context.Background()
-	s, err := f.Begin(ctx, "demo", "", "/after", "alice")
+	s, err := f.Begin(ctx, Params{Connector: "demo", ReturnTo: "/after", CreatedBy: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestBeginFinish(t *testing.T) {
 func TestExpiredFlow(t *testing.T) {
 	now := time.Now()
 	f, _ := newFlows(t, func() time.Time { return now })
-	s, err := f.Begin(context.Background(), "demo", "", "", "")
+	s, err := f.Begin(context.Background(), Params{Connector: "demo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestExpiredFlow(t *testing.T) {
 
 func TestConcurrentFinishRedeemsOnce(t *testing.T) {
 	f, _ := newFlows(t, nil)
-	s, err := f.Begin(context.Background(), "demo", "", "", "")
+	s, err := f.Begin(context.Background(), Params{Connector: "demo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +115,11 @@ func TestSweep(t *testing.T) {
 	now := time.Now()
 	f, st := newFlows(t, func() time.Time { return now })
 	ctx := context.Background()
-	if _, err := f.Begin(ctx, "old", "", "", ""); err != nil {
+	if _, err := f.Begin(ctx, Params{Connector: "old"}); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(DefaultTTL + time.Minute)
-	fresh, err := f.Begin(ctx, "new", "", "", "")
+	fresh, err := f.Begin(ctx, Params{Connector: "new"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestFinishOnceAcrossInstances(t *testing.T) {
 		}
 		instances = append(instances, New(st, 0, nil))
 	}
-	s, err := instances[0].Begin(context.Background(), "demo", "", "", "")
+	s, err := instances[0].Begin(context.Background(), Params{Connector: "demo"})
 	if err != nil {
 		t.Fatal(err)
 	}
