@@ -50,21 +50,14 @@ func toCallback(t *testing.T, b *browser, s *sidecar, user string) string {
 	return cb
 }
 
+// as GETs u as user (basic auth; none if empty), not following redirects.
 func (b *browser) as(t *testing.T, user, u string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", u, nil)
 	if user != "" {
 		req.SetBasicAuth(user, passwords[user])
 	}
-	b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	defer func() { b.c.CheckRedirect = nil }()
-	resp, err := b.c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, string(body)
+	return b.send(t, req, false)
 }
 
 // TestWhoMayConnect: with basic_auth in front of the connect routes, only

@@ -69,6 +69,17 @@ func (b *browser) do(t *testing.T, method, u, contentType, body string) (*http.R
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	return b.send(t, req, true)
+}
+
+// send sends req, following redirects or not, and returns the response
+// with its body read.
+func (b *browser) send(t *testing.T, req *http.Request, follow bool) (*http.Response, string) {
+	t.Helper()
+	if !follow {
+		b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		defer func() { b.c.CheckRedirect = nil }()
+	}
 	resp, err := b.c.Do(req)
 	if err != nil {
 		t.Fatal(err)

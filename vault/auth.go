@@ -202,6 +202,7 @@ func (s *Store) keepRenewed(ctx context.Context, log *zap.Logger, secret *api.Se
 	}
 	go w.Start()
 	defer w.Stop()
+	full := time.Duration(secret.Auth.LeaseDuration) * time.Second
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,7 +212,16 @@ func (s *Store) keepRenewed(ctx context.Context, log *zap.Logger, secret *api.Se
 				log.Warn("vault token can no longer be renewed; logging in again", zap.Error(cleanErr(err)))
 			}
 			return
-		case <-w.RenewCh():
+		case r := <-w.RenewCh():
+			// A renewal shorter than the token's TTL was capped by its
+			// maximum TTL: log in again at half of what is left,
+			// rather than race the expiry.
+			if r != nil && r.Secret != nil && r.Secret.Auth != nil {
+				if left := time.Duration(r.Secret.Auth.LeaseDuration) * time.Second; left < full {
+					sleepCtx(ctx, left/2)
+					return
+				}
+			}
 		}
 	}
 }
