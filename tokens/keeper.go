@@ -162,6 +162,8 @@ func (c *Cache) Len() int {
 
 // Keeper keeps tokens for one configuration.
 type Keeper struct {
+	bgWork sync.WaitGroup // background refreshes started by this Keeper
+
 	cache *Cache
 	store Store
 	obs   Observer
@@ -254,6 +256,8 @@ func (k *Keeper) Token(ctx context.Context, key Key, r Refresher, p Policy) (Tok
 			return e.tok, nil
 		} else if e.tok.Usable(now) {
 			k.cache.flight.DoChan(key.String(), func() (any, error) {
+				k.bgWork.Add(1)
+				defer k.bgWork.Done()
 				return k.load(k.bg, key, r, p, "", "proactive")
 			})
 			return e.tok, nil
@@ -261,6 +265,9 @@ func (k *Keeper) Token(ctx context.Context, key Key, r Refresher, p Policy) (Tok
 	}
 	return k.do(ctx, key, r, p, "", "proactive")
 }
+
+// Wait waits for the background refreshes this Keeper started.
+func (k *Keeper) Wait() { k.bgWork.Wait() }
 
 // Rejected is called when the upstream answered 401 to a request sent with
 // the access token rejected. It returns the token to retry with, or

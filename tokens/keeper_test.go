@@ -123,6 +123,7 @@ func TestProactiveRefreshRotates(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	st := newFileStore(t)
 	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	t.Cleanup(k.Wait) // before the store's directory goes
 	r := &scriptedRefresher{answer: rotating(clk.Now)}
 	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
 
