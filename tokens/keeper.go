@@ -309,14 +309,11 @@ func (k *Keeper) ForceRefresh(ctx context.Context, key Key, r Refresher) (Token,
 	if err != nil {
 		return Token{}, err
 	}
-	if cur.AccessToken == "" {
-		cur.AccessToken = forceMarker
-	}
+	// Treated as rejected: refreshed unless another replica rotated it
+	// meanwhile. A record without an access token (an import) is not
+	// usable, so it is refreshed by the usual rule.
 	return k.do(ctx, key, r, Policy{}, cur.AccessToken, "admin")
 }
-
-// forceMarker stands for "the empty access token" in a forced refresh.
-const forceMarker = "\x00force"
 
 // Import stores a refresh token obtained elsewhere (migrating from another
 // system) as the connection's, replacing what it held, and redeems it at
@@ -443,9 +440,6 @@ func (k *Keeper) refreshHolding(ctx context.Context, key Key, r Refresher, p Pol
 }
 
 func (k *Keeper) wants(tok Token, now time.Time, p Policy, rejected string) bool {
-	if rejected == forceMarker {
-		return tok.AccessToken == ""
-	}
 	if rejected != "" {
 		return tok.AccessToken == rejected
 	}
