@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -203,9 +204,16 @@ func (c *Connector) ctx(ctx context.Context) context.Context {
 }
 
 // ErrGrantRejected is wrapped by errors that mean the provider no longer
-// honours the grant (RFC 6749 invalid_grant, invalid_client,
-// unauthorized_client): the connection must be authorized again.
+// honours the grant (RFC 6749 invalid_grant): the connection must be
+// authorized again.
 var ErrGrantRejected = errors.New("grant rejected")
+
+// ErrClientRejected is wrapped by errors that mean the provider refuses the
+// client itself (RFC 6749 invalid_client, unauthorized_client,
+// unsupported_grant_type, or a 401 from the token endpoint): a problem of
+// the connector's configuration (a wrong or expired client secret), not of
+// any one connection, which fixing the configuration cures.
+var ErrClientRejected = errors.New("client rejected")
 
 // ProviderError is a token endpoint's error, reduced to what is safe to log:
 // the HTTP status and RFC 6749's error code. The error description and the
@@ -215,6 +223,9 @@ type ProviderError struct {
 	Status int
 	// Code is RFC 6749's error code, if it was a well-formed one.
 	Code string
+	// RetryAfter is the wait the provider asked for with Retry-After
+	// (RFC 9110 10.2.3), zero if it asked for none.
+	RetryAfter time.Duration
 }
 
 func (e *ProviderError) Error() string {
@@ -224,18 +235,76 @@ func (e *ProviderError) Error() string {
 	return fmt.Sprintf("token endpoint answered %d", e.Status)
 }
 
-// Permanent reports whether the error means the grant is gone: a 4xx
-// answer with one of RFC 6749's codes for that. A 5xx is the server's
-// trouble, whatever its body says.
-func (e *ProviderError) Permanent() bool {
-	if e.Status >= 500 {
-		return false
+// Class says what an error of the token endpoint means for a connection.
+type Class int
+
+const (
+	// Transient errors (5xx, 429, time-outs, network errors, anything not
+	// known to be permanent) may pass: try again later.
+	Transient Class = iota
+	// GrantRejected means the grant is gone (invalid_grant).
+	GrantRejected
+	// ClientRejected means the client's configuration is refused.
+	ClientRejected
+)
+
+// Classify returns the class of an error answered by the token endpoint.
+// Only a 4xx answer can be permanent: a 5xx is the server's trouble,
+// whatever its body says.
+func (e *ProviderError) Classify() Class {
+	if e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout {
+		return Transient
 	}
 	switch e.Code {
-	case "invalid_grant", "invalid_client", "unauthorized_client":
-		return true
+	case "invalid_grant":
+		return GrantRejected
+	case "invalid_client", "unauthorized_client", "unsupported_grant_type":
+		return ClientRejected
 	}
-	return false
+	if e.Status == http.StatusUnauthorized {
+		// RFC 6749 5.2: a 401 from the token endpoint is the client
+		// failing to authenticate, whatever the body says.
+		return ClientRejected
+	}
+	return Transient
+}
+
+// Permanent reports whether the error will not pass by itself.
+func (e *ProviderError) Permanent() bool { return e.Classify() != Transient }
+
+// ClassOf returns the class of any error returned by Exchange or Refresh.
+func ClassOf(err error) Class {
+	switch {
+	case errors.Is(err, ErrGrantRejected):
+		return GrantRejected
+	case errors.Is(err, ErrClientRejected):
+		return ClientRejected
+	}
+	return Transient
+}
+
+// RetryAfterOf returns the wait the token endpoint asked for, if err
+// carries one.
+func RetryAfterOf(err error) time.Duration {
+	var pe *ProviderError
+	if errors.As(err, &pe) {
+		return pe.RetryAfter
+	}
+	return 0
+}
+
+// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 func (c *Connector) wrap(op string, err error) error {
@@ -244,9 +313,13 @@ func (c *Connector) wrap(op string, err error) error {
 		pe := &ProviderError{Code: errorCode(re.ErrorCode)}
 		if re.Response != nil {
 			pe.Status = re.Response.StatusCode
+			pe.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		}
-		if pe.Permanent() {
+		switch pe.Classify() {
+		case GrantRejected:
 			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrGrantRejected, pe)
+		case ClientRejected:
+			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrClientRejected, pe)
 		}
 		return fmt.Errorf("connector %s: %s: %w", c.cfg.Name, op, pe)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -250,25 +251,41 @@ func TestNotionRevoke(t *testing.T) {
 
 func TestErrorClassification(t *testing.T) {
 	c := &Connector{cfg: Config{Name: "demo"}}
-	resp := func(code int) *http.Response { return &http.Response{StatusCode: code} }
+	resp := func(code int, retryAfter string) *http.Response {
+		h := http.Header{}
+		if retryAfter != "" {
+			h.Set("Retry-After", retryAfter)
+		}
+		return &http.Response{StatusCode: code, Header: h}
+	}
 	tests := []struct {
-		name      string
-		err       error
-		permanent bool
-		want      string
+		name       string
+		err        error
+		class      Class
+		retryAfter time.Duration
+		want       string
 	}{
-		{"invalid_grant", &oauth2.RetrieveError{Response: resp(400), ErrorCode: "invalid_grant", ErrorDescription: "token rt-canary was revoked", Body: []byte("rt-canary")}, true, "token endpoint answered 400 invalid_grant"},
-		{"invalid_client", &oauth2.RetrieveError{Response: resp(401), ErrorCode: "invalid_client"}, true, "401 invalid_client"},
-		{"invalid_grant in a 5xx", &oauth2.RetrieveError{Response: resp(500), ErrorCode: "invalid_grant"}, false, "token endpoint answered 500 invalid_grant"},
-		{"server error", &oauth2.RetrieveError{Response: resp(503), Body: []byte("<html>rt-canary</html>")}, false, "token endpoint answered 503"},
-		{"odd code", &oauth2.RetrieveError{Response: resp(400), ErrorCode: "<script>rt-canary"}, false, "token endpoint answered 400"},
-		{"network", &url.Error{Op: "Post", URL: "https://as/token?x=1", Err: errors.New("connection refused")}, false, "Post https://as/token: connection refused"},
+		{"invalid_grant", &oauth2.RetrieveError{Response: resp(400, ""), ErrorCode: "invalid_grant", ErrorDescription: "token rt-canary was revoked", Body: []byte("rt-canary")}, GrantRejected, 0, "token endpoint answered 400 invalid_grant"},
+		{"invalid_client", &oauth2.RetrieveError{Response: resp(401, ""), ErrorCode: "invalid_client"}, ClientRejected, 0, "401 invalid_client"},
+		{"invalid_client in a 400", &oauth2.RetrieveError{Response: resp(400, ""), ErrorCode: "invalid_client"}, ClientRejected, 0, "400 invalid_client"},
+		{"unauthorized_client", &oauth2.RetrieveError{Response: resp(400, ""), ErrorCode: "unauthorized_client"}, ClientRejected, 0, "400 unauthorized_client"},
+		{"unsupported_grant_type", &oauth2.RetrieveError{Response: resp(400, ""), ErrorCode: "unsupported_grant_type"}, ClientRejected, 0, "400 unsupported_grant_type"},
+		{"401 without a code", &oauth2.RetrieveError{Response: resp(401, "")}, ClientRejected, 0, "token endpoint answered 401"},
+		{"invalid_grant in a 5xx", &oauth2.RetrieveError{Response: resp(500, ""), ErrorCode: "invalid_grant"}, Transient, 0, "token endpoint answered 500 invalid_grant"},
+		{"invalid_client in a 5xx", &oauth2.RetrieveError{Response: resp(502, ""), ErrorCode: "invalid_client"}, Transient, 0, "token endpoint answered 502 invalid_client"},
+		{"server error", &oauth2.RetrieveError{Response: resp(503, "7"), Body: []byte("<html>rt-canary</html>")}, Transient, 7 * time.Second, "token endpoint answered 503"},
+		{"rate limited", &oauth2.RetrieveError{Response: resp(429, "120"), ErrorCode: "invalid_grant"}, Transient, 2 * time.Minute, "token endpoint answered 429"},
+		{"odd code", &oauth2.RetrieveError{Response: resp(400, ""), ErrorCode: "<script>rt-canary"}, Transient, 0, "token endpoint answered 400"},
+		{"network", &url.Error{Op: "Post", URL: "https://as/token?x=1", Err: errors.New("connection refused")}, Transient, 0, "Post https://as/token: connection refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := c.wrap("refreshing", tt.err)
-			if errors.Is(err, ErrGrantRejected) != tt.permanent {
-				t.Errorf("permanent = %v, want %v (%v)", !tt.permanent, tt.permanent, err)
+			if got := ClassOf(err); got != tt.class {
+				t.Errorf("class = %v, want %v (%v)", got, tt.class, err)
+			}
+			if got := RetryAfterOf(err); got != tt.retryAfter {
+				t.Errorf("retry after = %v, want %v", got, tt.retryAfter)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not contain %q", err, tt.want)
