@@ -40,6 +40,8 @@ func (m *mapStore) Put(context.Context, string, map[string]string, int) (int, er
 
 func (m *mapStore) Delete(context.Context, string) error { return nil }
 
+func (m *mapStore) List(context.Context, string) ([]string, error) { return nil, nil }
+
 type memResult struct {
 	connections int
 	heapPerConn float64

@@ -131,11 +131,15 @@ func (a *App) adminRefresh(w http.ResponseWriter, r *http.Request) error {
 	if c.conn == nil {
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s is unconfigured", c.name)}
 	}
-	tok, err := a.keeper.ForceRefresh(r.Context(), tokens.Key{Connector: c.name, Subject: subject}, c.conn)
+	tok, refreshed, err := a.keeper.ForceRefresh(r.Context(), tokens.Key{Connector: c.name, Subject: subject}, c.conn)
 	if err != nil {
 		return adminTokenError(c.name, err)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"refreshed": true, "expires_at": expiresAt(tok)})
+	out := map[string]any{"refreshed": refreshed, "expires_at": expiresAt(tok)}
+	if !refreshed {
+		out["reason"] = "no new token was obtained: another replica refreshed the connection meanwhile, or it has no refresh token"
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 func (a *App) adminDisconnect(w http.ResponseWriter, r *http.Request) error {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -87,8 +88,9 @@ type App struct {
 	poolKey   string
 	logger    *zap.Logger
 	ctx       caddy.Context
-	stopSweep context.CancelFunc
-	sweepDone chan struct{}
+	stopSweep  context.CancelFunc
+	sweepDone  chan struct{}
+	background *sync.WaitGroup // keep-alive passes, from Start to Stop
 }
 
 // RateLimit is a per-client request budget.
@@ -123,7 +125,20 @@ var caches = caddy.NewUsagePool()
 
 type pooledCache struct{ *tokens.Cache }
 
-func (pooledCache) Destruct() error { return nil }
+// drainTimeout bounds how long stopping Caddy waits for refreshed token sets
+// that the store has not taken yet.
+const drainTimeout = 10 * time.Second
+
+// Destruct runs when no configuration uses the cache any more (Caddy
+// stops, or a reload moves to another store): it waits, bounded, for the
+// token sets still to be written. A reload that keeps the store keeps the
+// cache, and its pending writes carry on.
+func (c pooledCache) Destruct() error {
+	if n := c.Close(drainTimeout); n > 0 {
+		return fmt.Errorf("oauthconn: %d refreshed token sets were not written to the store before stopping; those connections need authorization again if the provider rotated their refresh tokens", n)
+	}
+	return nil
+}
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -225,7 +240,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Cache:    cache,
 		Store:    store,
 		Logger:   a.logger.Named("tokens"),
-		Context:  ctx,
 		Observer: a.telemetry,
 	})
 	a.flows = flow.New(store, time.Duration(a.FlowTTL), nil)
@@ -276,14 +290,27 @@ func (a *App) Start() error {
 	}
 	a.sweepDone = make(chan struct{})
 	go a.sweep(ctx, time.Duration(a.SweepInterval))
+	a.background = new(sync.WaitGroup)
+	for _, name := range a.connectorNames() {
+		if c := a.Connectors[name]; c.conn != nil && c.keepAlive > 0 {
+			a.background.Add(1)
+			go func() {
+				defer a.background.Done()
+				a.keeper.KeepAlive(ctx, c.name, c.conn, c.policy, c.keepAlive)
+			}()
+		}
+	}
 	return nil
 }
 
-// Stop stops the sweeper and waits for it.
+// Stop stops the sweeper and the keep-alive passes and waits for them.
+// Refreshes in flight are not cancelled: they belong to the token cache,
+// which outlives the configuration.
 func (a *App) Stop() error {
 	if a.stopSweep != nil {
 		a.stopSweep()
 		<-a.sweepDone
+		a.background.Wait()
 	}
 	return nil
 }

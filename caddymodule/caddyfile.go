@@ -70,6 +70,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			pkce                on|off
 //			refresh_margin      <duration>
 //			refresh_cooldown    <duration>
+//			max_wait            <duration>
+//			revalidate_interval <duration>|off
+//			keepalive           <duration>|off
 //			authorization_param <name> <value>
 //			token_header        <name> <value>
 //		}
@@ -234,6 +237,12 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = durationArg(d, &c.RefreshMargin)
 		case "refresh_cooldown":
 			err = durationArg(d, &c.RefreshCooldown)
+		case "max_wait":
+			err = durationArg(d, &c.MaxWait)
+		case "revalidate_interval":
+			err = durationOrOff(d, &c.RevalidateInterval)
+		case "keepalive":
+			err = durationOrOff(d, &c.KeepAlive)
 		case "authorization_param", "token_header":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -508,6 +517,19 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	}
 	*dst = caddy.Duration(v)
 	return nil
+}
+
+// durationOrOff reads a positive duration, or "off" (stored as -1ns: the
+// JSON form of "never" for options whose zero value means the default).
+func durationOrOff(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	if d.CountRemainingArgs() == 1 && d.NextArg() {
+		if d.Val() == "off" {
+			*dst = -1
+			return nil
+		}
+		d.Prev()
+	}
+	return durationArg(d, dst)
 }
 
 // Interface guards.

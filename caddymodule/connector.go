@@ -82,9 +82,26 @@ type Connector struct {
 	// Default: 5m.
 	RefreshMargin caddy.Duration `json:"refresh_margin,omitempty"`
 
-	// RefreshCooldown is the least time between two refreshes triggered
-	// by upstream 401 responses. Default: 30s.
+	// RefreshCooldown is the least time between the end of a refresh
+	// triggered by an upstream 401 and the next one. Default: 30s.
 	RefreshCooldown caddy.Duration `json:"refresh_cooldown,omitempty"`
+
+	// MaxWait is the longest a proxied request waits for a store read or
+	// a refresh; past it the request gets 503 token_unavailable with
+	// Retry-After while the work goes on in the background. Default: 10s.
+	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+
+	// RevalidateInterval is how often a cached connection's record is
+	// read again (off the request path, at most once per interval) so
+	// that a disconnect, reconnect or import on another replica is
+	// noticed. Negative: never. Default: 60s.
+	RevalidateInterval caddy.Duration `json:"revalidate_interval,omitempty"`
+
+	// KeepAlive refreshes connections that went this long without a
+	// refresh, in the background, so that providers that expire idle
+	// refresh tokens do not end them. Negative: never. Default: off, and
+	// 720h (30 days) for the microsoft preset.
+	KeepAlive caddy.Duration `json:"keepalive,omitempty"`
 
 	// AuthorizationParams are extra query parameters of the authorization
 	// URL (the notion preset sets owner=user).
@@ -94,9 +111,10 @@ type Connector struct {
 	// preset sets Notion-Version).
 	TokenHeaders map[string]string `json:"token_headers,omitempty"`
 
-	name   string
-	conn   *connector.Connector // nil when unconfigured
-	policy tokens.Policy
+	name      string
+	conn      *connector.Connector // nil when unconfigured
+	policy    tokens.Policy
+	keepAlive time.Duration
 }
 
 func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
@@ -136,7 +154,20 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	if err := connector.Preset(&cfg, exp(c.Tenant)); err != nil {
 		return err
 	}
-	c.policy = tokens.Policy{Margin: time.Duration(c.RefreshMargin), Cooldown: time.Duration(c.RefreshCooldown)}
+	c.policy = tokens.Policy{Margin: time.Duration(c.RefreshMargin), Cooldown: time.Duration(c.RefreshCooldown),
+		MaxWait: time.Duration(c.MaxWait), Revalidate: time.Duration(c.RevalidateInterval)}
+	if c.MaxWait < 0 {
+		return fmt.Errorf("connector %s: max_wait must not be negative", name)
+	}
+	switch {
+	case c.KeepAlive > 0:
+		c.keepAlive = time.Duration(c.KeepAlive)
+	case c.KeepAlive == 0:
+		c.keepAlive = cfg.KeepAlive
+	}
+	if c.keepAlive > 0 && c.keepAlive < 4*time.Second {
+		return fmt.Errorf("connector %s: keepalive must be at least 4s", name)
+	}
 	if c.policy.Margin == 0 {
 		c.policy.Margin = 5 * time.Minute
 	}

@@ -285,6 +285,10 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 			Error: "authorization_required", Connector: name, AuthorizeURL: h.app.authorizeURL(name),
 			Message: "the connection needs to be authorized; open authorize_url in a browser",
 		})
+	case errors.Is(err, tokens.ErrMisconfigured) && errors.As(err, &ue):
+		h.logger.Warn("no usable token: the provider refuses the connector's client", zap.String("connector", name), zap.Error(err))
+		return writeUnavailable(w, ue.RetryAfter, apiError{Error: "connector_misconfigured", Connector: name,
+			Message: "the provider refuses this connector's client credentials (for example an expired client secret); connections are kept and work again once the configuration is fixed"})
 	case errors.As(err, &ue):
 		h.logger.Warn("no usable token", zap.String("connector", name), zap.Error(err))
 		return writeUnavailable(w, ue.RetryAfter, apiError{Error: "token_unavailable", Connector: name,

@@ -75,6 +75,10 @@ type Config struct {
 	Issuer string
 	// Timeout bounds each token request. Zero: 30 seconds.
 	Timeout time.Duration
+	// KeepAlive is how long a connection may go without a refresh before
+	// it is refreshed only to keep its refresh token alive, for providers
+	// that expire idle refresh tokens. Zero: never.
+	KeepAlive time.Duration
 }
 
 // Validate reports the first setting that makes the connector unusable.

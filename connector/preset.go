@@ -3,6 +3,7 @@ package connector
 import (
 	"fmt"
 	"net/url"
+	"time"
 )
 
 // Preset fills in a provider's well-known settings. Values already set in
@@ -28,6 +29,12 @@ func Preset(cfg *Config, tenant string) error {
 		if cfg.AuthStyle == "" {
 			cfg.AuthStyle = AuthPost
 		}
+		if cfg.KeepAlive == 0 {
+			// Entra ID refresh tokens expire after 90 days without
+			// use; refreshing after 30 leaves two more tries.
+			// https://learn.microsoft.com/entra/identity-platform/refresh-tokens
+			cfg.KeepAlive = MicrosoftKeepAlive
+		}
 		return nil
 	case "notion":
 		setDefault(&cfg.AuthURL, "https://api.notion.com/v1/oauth/authorize")
@@ -52,6 +59,9 @@ func Preset(cfg *Config, tenant string) error {
 		return fmt.Errorf("connector %s: unknown provider %q (known: microsoft, notion)", cfg.Name, cfg.Provider)
 	}
 }
+
+// MicrosoftKeepAlive is the microsoft preset's keep-alive period.
+const MicrosoftKeepAlive = 30 * 24 * time.Hour
 
 // NotionVersion is the Notion-Version header sent on Notion token requests.
 const NotionVersion = "2022-06-28"

@@ -185,10 +185,11 @@ func TestRefreshOutcomes(t *testing.T) {
 		wantTok    string
 		wantErr    error
 		wantStored bool
+		wantMarked bool
 		wantUnavl  bool
 	}{
-		{name: "invalid_grant removes the token", expiresIn: time.Minute, rt: "rt",
-			answer: fmt.Errorf("x: %w", connector.ErrGrantRejected), wantErr: ErrAuthorizationRequired},
+		{name: "invalid_grant marks the connection", expiresIn: time.Minute, rt: "rt",
+			answer: fmt.Errorf("x: %w", connector.ErrGrantRejected), wantErr: ErrAuthorizationRequired, wantStored: true, wantMarked: true},
 		{name: "transient with valid token serves it", expiresIn: 150 * time.Second, rt: "rt",
 			answer: errors.New("connection refused"), wantTok: "at-0", wantStored: true},
 		{name: "transient with expired token is unavailable", expiresIn: time.Minute, rt: "rt",
@@ -221,9 +222,15 @@ func TestRefreshOutcomes(t *testing.T) {
 					t.Fatalf("Token = %q, %v; want %q", tok.AccessToken, err, tt.wantTok)
 				}
 			}
-			_, gerr := st.Get(context.Background(), "tokens/demo")
+			e, gerr := st.Get(context.Background(), "tokens/demo")
 			if stored := gerr == nil; stored != tt.wantStored {
 				t.Fatalf("token stored = %v, want %v", stored, tt.wantStored)
+			}
+			if marked := e.Data["state"] == string(NeedsAuthorization); marked != tt.wantMarked {
+				t.Fatalf("record %v: marked = %v, want %v", keys(e.Data), marked, tt.wantMarked)
+			}
+			if tt.wantMarked && (e.Data["refresh_token"] != "" || e.Data["access_token"] != "" || e.Data["reason"] == "" || e.Data["since"] == "" || e.Data["connected_by"] != "alice") {
+				t.Fatalf("marked record = %v; want reason, since and who connected, and no secret", keys(e.Data))
 			}
 			status, _ := k.Status(context.Background(), demo)
 			if tt.answer != nil && status.LastError == "" {
@@ -403,18 +410,31 @@ func TestDueAt(t *testing.T) {
 
 func TestRecordRoundTrip(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	in := Token{AccessToken: "a", RefreshToken: "r", TokenType: "bearer", Scope: "x y", Expiry: t0, RefreshExpiry: t0.Add(time.Hour), ObtainedAt: t0, ConnectedAt: t0, ConnectedBy: "alice"}
-	out, err := tokenFromRecord(in.record())
+	in := record{tok: Token{AccessToken: "a", RefreshToken: "r", TokenType: "bearer", Scope: "x y", Expiry: t0, RefreshExpiry: t0.Add(time.Hour), ObtainedAt: t0, ConnectedAt: t0, ConnectedBy: "alice", Generation: "g1"},
+		lease: lease{holder: "h", until: t0.Add(1500 * time.Millisecond)}}
+	out, err := parseRecord(in.fields())
 	if err != nil || out != in {
 		t.Fatalf("round trip = %+v, %v", out, err)
 	}
-	m := in.record()
+	m := in.fields()
 	m["schema"] = "9"
-	if _, err := tokenFromRecord(m); err == nil {
+	if _, err := parseRecord(m); err == nil {
 		t.Fatal("unknown schema version accepted")
 	}
-	if _, ok := (Token{AccessToken: "a"}).record()["expiry"]; ok {
+	if _, ok := (record{tok: Token{AccessToken: "a"}}).fields()["expiry"]; ok {
 		t.Fatal("unknown expiry written")
+	}
+	// A marked record keeps who connected, why and since when; no secret.
+	marked := record{tok: in.tok, state: NeedsAuthorization, reason: "refused", since: t0}
+	f := marked.fields()
+	for _, secret := range []string{"access_token", "refresh_token", "lease_holder"} {
+		if _, ok := f[secret]; ok {
+			t.Fatalf("marked record carries %s", secret)
+		}
+	}
+	back, err := parseRecord(f)
+	if err != nil || back.state != NeedsAuthorization || back.reason != "refused" || !back.since.Equal(t0) || back.tok.ConnectedBy != "alice" || back.tok.Generation != "g1" {
+		t.Fatalf("marked record read back as %+v, %v", back, err)
 	}
 }
 
@@ -488,7 +508,7 @@ func TestBoundedCache(t *testing.T) {
 
 // TestUpgradeV1Record reads a token record as the first release wrote it
 // (testdata/record-v1.json: no schema, no connection metadata), refreshes
-// it, and finds it written back as version 2.
+// it, and finds it written back as version 3.
 func TestUpgradeV1Record(t *testing.T) {
 	b, err := os.ReadFile("testdata/record-v1.json")
 	if err != nil {
@@ -517,7 +537,7 @@ func TestUpgradeV1Record(t *testing.T) {
 		t.Fatalf("refreshed with %q", r.calls[0])
 	}
 	e, _ := st.Get(context.Background(), "tokens/demo")
-	if e.Data["schema"] != "2" || e.Data["obtained_at"] == "" || e.Data["scope"] != "openid offline_access" {
+	if e.Data["schema"] != "3" || e.Data["obtained_at"] == "" || e.Data["scope"] != "openid offline_access" {
 		t.Fatalf("written back as %v", e.Data)
 	}
 }
@@ -529,9 +549,9 @@ func TestForceRefreshAndImport(t *testing.T) {
 	r := &scriptedRefresher{answer: rotating(clk.Now)}
 	ctx := context.Background()
 	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
-	tok, err := k.ForceRefresh(ctx, demo, r)
-	if err != nil || tok.AccessToken != "at-1" || r.count() != 1 {
-		t.Fatalf("ForceRefresh of a fresh token = %q, %v after %d refreshes", tok.AccessToken, err, r.count())
+	tok, refreshed, err := k.ForceRefresh(ctx, demo, r)
+	if err != nil || tok.AccessToken != "at-1" || !refreshed || r.count() != 1 {
+		t.Fatalf("ForceRefresh of a fresh token = %q, %v, %v after %d refreshes", tok.AccessToken, refreshed, err, r.count())
 	}
 	// Import a refresh token from elsewhere: stored, redeemed at once.
 	other := Key{Connector: "demo", Subject: "migrated"}
@@ -543,12 +563,27 @@ func TestForceRefreshAndImport(t *testing.T) {
 	if e.Data["access_token"] != "at-2" || e.Data["connected_by"] != "admin" {
 		t.Fatalf("stored %v", e.Data)
 	}
-	// An import the provider refuses leaves nothing behind.
+	// An import the provider refuses leaves nothing behind, and leaves
+	// a working connection as it was.
 	bad := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) { return nil, fmt.Errorf("x: %w", connector.ErrGrantRejected) }}
-	if _, err := k.Import(ctx, Key{Connector: "demo", Subject: "bad"}, "rt-bad", "", bad); !errors.Is(err, ErrAuthorizationRequired) {
+	if _, err := k.Import(ctx, Key{Connector: "demo", Subject: "bad"}, "rt-bad", "", bad); !errors.Is(err, connector.ErrGrantRejected) {
 		t.Fatalf("refused import: %v", err)
 	}
 	if _, err := st.Get(ctx, "tokens/demo/bad"); !errors.Is(err, kv.ErrNotFound) {
 		t.Fatalf("refused import left a record: %v", err)
 	}
+	if _, err := k.Import(ctx, other, "rt-typo", "", bad); err == nil {
+		t.Fatal("refused import succeeded")
+	}
+	if tok, err := k.Token(ctx, other, r, policy); err != nil || tok.AccessToken != "at-2" {
+		t.Fatalf("after a refused import the connection serves %q, %v; want the previous at-2", tok.AccessToken, err)
+	}
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

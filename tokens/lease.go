@@ -2,68 +2,110 @@ package tokens
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"time"
-
-	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
 )
 
-// A lease is a short-lived record in the store that says which replica is
-// refreshing a connection. It is taken and given back with check-and-set
-// writes, so two replicas sharing a store never refresh the same connection
-// at once; its expiry frees it if the holder dies. The token write that
-// follows a refresh is itself a check-and-set write at the version read after
-// taking the lease, which fences a holder whose lease ran out.
-type lease struct {
-	path    string
-	holder  string
-	version int
+// The refresh lease says, inside the connection's token record, which
+// replica is refreshing it and until when. It is taken with a check-and-set
+// write of the record at the version read, and given back by the write of
+// the new token set (or by a write that clears it), so a refresh costs three
+// store requests: read, take, write.
+//
+// The invariant it keeps: a refresh token is never redeemed twice by
+// replicas sharing a store. A replica redeems only while it holds a live
+// lease, and the lease outlives everything the holder does under it: the
+// token request (bounded by the token timeout), the store write that
+// follows (bounded by the store timeout) and the skew between replicas'
+// clocks, which others add to the lease's expiry before they treat it as
+// over. Right before the token request the holder checks that the time left
+// still covers the request and the write, and renews the lease (one more
+// check-and-set write) when it does not.
+//
+// What it cannot cover: a store unreachable for longer than the lease right
+// after a rotation, with another replica needing the same connection as the
+// store comes back, before this replica's pending write lands.
+
+// budget holds the time bounds the lease is built from.
+type budget struct {
+	store time.Duration // one store request
+	token time.Duration // one token request
+	skew  time.Duration // clock disagreement between replicas
+	lease time.Duration // how long a lease lasts
 }
 
-var errLeaseHeld = errors.New("another replica is refreshing this connection")
-
-func newHolder() string {
-	b := make([]byte, 12)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+func newBudget(store, token, skew time.Duration) budget {
+	b := budget{store: store, token: token, skew: skew}
+	if b.store <= 0 {
+		b.store = 5 * time.Second
+	}
+	if b.token <= 0 {
+		b.token = 30 * time.Second
+	}
+	if b.skew <= 0 {
+		b.skew = 5 * time.Second
+	}
+	// The token request, the write after it and both replicas' skew, with
+	// a store request's worth of slack for the take itself.
+	b.lease = b.token + 2*b.store + 2*b.skew
+	return b
 }
 
-// tryLease takes the lease on key, or returns errLeaseHeld while somebody
-// else's lease is live.
-func (k *Keeper) tryLease(ctx context.Context, key Key) (*lease, error) {
-	p := key.leasePath()
-	now := k.now()
-	e, err := k.store.Get(ctx, p)
-	if err != nil && !errors.Is(err, kv.ErrNotFound) {
-		return nil, err
+// storeCtx bounds one store request on a context of its own: no request or
+// reload cancels it.
+func (b budget) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.store)
+}
+
+// storeCtxFrom bounds one store request made for ctx's caller.
+func (b budget) storeCtxFrom(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.store)
+}
+
+// redeemBy returns the latest time a token request under a lease that
+// lasts until may end: the write after it and the skew must still fit.
+func (b budget) redeemBy(until time.Time) time.Time {
+	return until.Add(-b.store - b.skew)
+}
+
+var errLeaseLost = errors.New("the refresh lease changed hands")
+
+// takeLease writes the lease into the connection's record, read at version,
+// and returns the lease and the version that carries it.
+func (k *Keeper) takeLease(key Key, rec record, version int) (lease, int, error) {
+	l := lease{holder: k.cache.holder, until: k.now().Add(k.budget.lease)}
+	rec.lease = l
+	ctx, cancel := k.budget.storeCtx()
+	defer cancel()
+	v, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), version)
+	return l, v, err
+}
+
+// ensureLease makes sure the lease leaves time for a token request and the
+// write after it, renewing it once if it does not. It returns the lease and
+// the record version to write at.
+func (k *Keeper) ensureLease(key Key, rec record, l lease, version int) (lease, int, error) {
+	if k.budget.redeemBy(l.until).Sub(k.now()) >= k.budget.token {
+		return l, version, nil
 	}
-	if err == nil && e.Data["holder"] != "" {
-		if until, perr := time.Parse(time.RFC3339Nano, e.Data["until"]); perr == nil && now.Before(until) {
-			return nil, errLeaseHeld
-		}
-	}
-	l := &lease{path: p, holder: newHolder()}
-	v, err := k.store.Put(ctx, p, map[string]string{
-		"holder": l.holder,
-		"until":  now.Add(k.leaseTTL).UTC().Format(time.RFC3339Nano),
-	}, e.Version)
-	if errors.Is(err, kv.ErrConflict) {
-		return nil, errLeaseHeld
-	}
+	l, v, err := k.takeLease(key, rec, version)
 	if err != nil {
-		return nil, err
+		return lease{}, 0, err
 	}
-	l.version = v
-	return l, nil
+	if k.budget.redeemBy(l.until).Sub(k.now()) < k.budget.token {
+		// The store is so slow that renewing ate the time it gave.
+		return lease{}, 0, errLeaseLost
+	}
+	return l, v, nil
 }
 
-// release gives the lease back. A conflict means it ran out and somebody
-// else took it: nothing to give back.
-func (k *Keeper) release(ctx context.Context, l *lease) {
-	_, err := k.store.Put(ctx, l.path, map[string]string{"holder": "", "until": ""}, l.version)
-	if err != nil && !errors.Is(err, kv.ErrConflict) {
-		k.log.Warn("releasing refresh lease", errField(err))
+// releaseLease clears the lease when no new token set was obtained; a
+// conflict means the record changed, which freed it too.
+func (k *Keeper) releaseLease(key Key, rec record, version int) {
+	rec.lease = lease{}
+	ctx, cancel := k.budget.storeCtx()
+	defer cancel()
+	if _, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), version); err != nil {
+		k.log.Debug("releasing the refresh lease", errField(err))
 	}
 }

@@ -81,7 +81,19 @@ func (k Key) storeName() string {
 }
 
 func (k Key) tokenPath() string { return "tokens/" + k.storeName() }
-func (k Key) leasePath() string { return "leases/" + k.storeName() }
+
+// legacyLeasePath is where releases before schema 3 kept the refresh lease;
+// disconnect removes what they left.
+func (k Key) legacyLeasePath() string { return "leases/" + k.storeName() }
+
+// lastRefresh is when the connection last obtained a token set: what
+// keeps a refresh token alive at providers that expire idle ones.
+func (t Token) lastRefresh() time.Time {
+	if t.ObtainedAt.After(t.ConnectedAt) {
+		return t.ObtainedAt
+	}
+	return t.ConnectedAt
+}
 
 // Token is a connection's stored token set. Every field but AccessToken is
 // optional: providers differ in what they return.
@@ -102,14 +114,12 @@ type Token struct {
 	ConnectedAt time.Time
 	// ConnectedBy is the authenticated user who authorized it, if known.
 	ConnectedBy string
+	// Generation identifies the grant: a random id made when the
+	// connection was authorized (or imported). Every write that follows
+	// from reading a token set is conditional on its generation, so that
+	// nothing begun for one grant changes the connection made after it.
+	Generation string
 }
-
-// schemaVersion is written into every token record. Version 1 (the first
-// release's records, with no schema field or "1") held the token set only;
-// version 2 adds who connected and when (connected_by, connected_at) and
-// when the access token was issued (obtained_at). Version 1 records are
-// read as version 2 with those unknown, and written back as version 2.
-const schemaVersion = "2"
 
 // Usable reports whether the access token may still be sent at now.
 func (t Token) Usable(now time.Time) bool {
@@ -155,6 +165,7 @@ func FromOAuth2(ot *oauth2.Token, prev Token, now time.Time) Token {
 		ObtainedAt:   now,
 		ConnectedAt:  prev.ConnectedAt,
 		ConnectedBy:  prev.ConnectedBy,
+		Generation:   prev.Generation,
 	}
 	if s, ok := ot.Extra("scope").(string); ok {
 		t.Scope = s
@@ -183,73 +194,4 @@ func extraSeconds(ot *oauth2.Token, key string) int64 {
 		return n
 	}
 	return 0
-}
-
-func (t Token) record() map[string]string {
-	m := map[string]string{"schema": schemaVersion, "access_token": t.AccessToken}
-	put := func(k, v string) {
-		if v != "" {
-			m[k] = v
-		}
-	}
-	putTime := func(k string, v time.Time) {
-		if !v.IsZero() {
-			m[k] = v.UTC().Format(time.RFC3339)
-		}
-	}
-	put("refresh_token", t.RefreshToken)
-	put("token_type", t.TokenType)
-	put("scope", t.Scope)
-	put("connected_by", t.ConnectedBy)
-	putTime("expiry", t.Expiry)
-	putTime("refresh_expiry", t.RefreshExpiry)
-	putTime("obtained_at", t.ObtainedAt)
-	putTime("connected_at", t.ConnectedAt)
-	return m
-}
-
-// upgradeV1 reads a version 1 record as version 2: the fields version 2
-// added are unknown, and version 1's fields are kept as they were.
-func upgradeV1(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for _, k := range []string{"access_token", "refresh_token", "token_type", "scope", "expiry", "refresh_expiry"} {
-		if v, ok := m[k]; ok {
-			out[k] = v
-		}
-	}
-	out["schema"] = schemaVersion
-	return out
-}
-
-func tokenFromRecord(m map[string]string) (Token, error) {
-	switch v := m["schema"]; v {
-	case "", "1":
-		m = upgradeV1(m)
-	case schemaVersion:
-	default:
-		return Token{}, fmt.Errorf("token record has schema version %q; this build reads versions 1 and 2 (upgrade caddy-oauthconn)", v)
-	}
-	t := Token{
-		AccessToken:  m["access_token"],
-		RefreshToken: m["refresh_token"],
-		TokenType:    m["token_type"],
-		Scope:        m["scope"],
-		ConnectedBy:  m["connected_by"],
-	}
-	for field, dst := range map[string]*time.Time{
-		"expiry": &t.Expiry, "refresh_expiry": &t.RefreshExpiry,
-		"obtained_at": &t.ObtainedAt, "connected_at": &t.ConnectedAt,
-	} {
-		if s := m[field]; s != "" {
-			v, err := time.Parse(time.RFC3339, s)
-			if err != nil {
-				return Token{}, fmt.Errorf("token record field %s: not an RFC 3339 time", field)
-			}
-			*dst = v
-		}
-	}
-	if t.AccessToken == "" && t.RefreshToken == "" {
-		return Token{}, fmt.Errorf("token record holds neither an access nor a refresh token")
-	}
-	return t, nil
 }

@@ -1,0 +1,258 @@
+package tokens
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+)
+
+// pendingWrite is a connection's token set on its way to the store. Once a
+// provider has rotated a refresh token, the new one is the only one it
+// honours: until the store has taken it, this is the connection's
+// authoritative state, and the next refresh redeems its refresh token,
+// never the store's older one. Its fields are guarded by the cache's lock.
+type pendingWrite struct {
+	// rec is what to write.
+	rec record
+	// cas is the record's version to write at: the one that carries this
+	// process's lease.
+	cas int
+	// base is the refresh token the store held when this chain of
+	// refreshes began: a record that still holds it was changed by
+	// nobody but lease-takers, and may be written over.
+	base string
+	// lease is this process's lease in the store, under which further
+	// refreshes may be made while the write is pending.
+	lease lease
+	// triggers are the refreshes the write completes, reported once it
+	// lands.
+	triggers []string
+}
+
+// Writer bounds: the first retry of a failed write, and the longest wait
+// between retries, so a write lands within seconds of the store answering
+// again.
+const (
+	writeRetryFirst = 500 * time.Millisecond
+	writeRetryMax   = 5 * time.Second
+	maxTriggers     = 32
+)
+
+// write tries once to write pw (resolving check-and-set conflicts). ok is
+// false when the store failed and the write must be tried again; otherwise
+// the outcome is final: the token set written, or the store's newer state.
+func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool) {
+	for range 3 {
+		k.cache.mu.RLock()
+		rec, cas, base, triggers := pw.rec, pw.cas, pw.base, append([]string(nil), pw.triggers...)
+		k.cache.mu.RUnlock()
+		ctx, cancel := k.budget.storeCtx()
+		v, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), cas)
+		cancel()
+		if err == nil {
+			k.written(key, pw, rec, v, triggers)
+			if rec.state != Active {
+				return Token{}, ErrAuthorizationRequired, true
+			}
+			return rec.tok, nil, true
+		}
+		if !errors.Is(err, kv.ErrConflict) {
+			return Token{}, err, false
+		}
+		cur, cv, err := k.peek(key)
+		if err != nil {
+			return Token{}, err, false
+		}
+		switch {
+		case cur.state != Active || cur.tok.Generation != rec.tok.Generation:
+			// Disconnected, reconnected or imported meanwhile: this
+			// token set belongs to a grant that is gone.
+			k.log.Info("a refreshed token set belongs to a connection replaced meanwhile; discarding it",
+				zap.String("connection", key.String()))
+			k.drop(key, pw)
+			r, v, err := k.read(key)
+			if err == nil {
+				k.remember(key, r.tok, v)
+			}
+			return r.tok, err, true
+		case cur.tok.RefreshToken == base:
+			// Only a lease changed: nobody else redeemed.
+			k.cache.mu.Lock()
+			pw.cas = cv
+			k.cache.mu.Unlock()
+		default:
+			k.log.Warn("another replica refreshed the connection too; using the token set in the store",
+				zap.String("connection", key.String()))
+			k.drop(key, pw)
+			k.remember(key, cur.tok, cv)
+			return cur.tok, nil, true
+		}
+	}
+	return Token{}, kv.ErrConflict, false
+}
+
+// written records that rec, version v, is in the store.
+func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers []string) {
+	now := k.now()
+	mine := false
+	k.cache.update(key, func(e *entry) {
+		if e.pending != pw && e.pending != nil {
+			return
+		}
+		mine = true
+		e.pending, e.version, e.checkedAt = nil, v, now
+		if rec.state != Active {
+			e.tok, e.missingAt, e.lastErr, e.lastErrAt = Token{}, now, rec.reason, rec.since
+			return
+		}
+		e.tok, e.missingAt = rec.tok, time.Time{}
+	})
+	if !mine || rec.state != Active {
+		return
+	}
+	k.succeeded(key)
+	for _, t := range triggers {
+		k.obs.Refreshed(key, t, "ok")
+	}
+	k.log.Info("token refreshed", zap.String("connection", key.String()),
+		zap.Time("expiry", rec.tok.Expiry), zap.Bool("rotated", rec.tok.RefreshToken != pw.base))
+}
+
+// drop forgets pw if it is still the connection's pending write.
+func (k *Keeper) drop(key Key, pw *pendingWrite) {
+	k.cache.update(key, func(e *entry) {
+		if e.pending == pw {
+			e.pending = nil
+			e.version = 0 // whatever the store holds is newer
+		}
+	})
+}
+
+// peek reads the connection's record without touching the cache. A missing
+// record reads as a tombstone.
+func (k *Keeper) peek(key Key) (record, int, error) {
+	ctx, cancel := k.budget.storeCtx()
+	defer cancel()
+	e, err := k.store.Get(ctx, key.tokenPath())
+	if errors.Is(err, kv.ErrNotFound) {
+		return record{state: Disconnected}, e.Version, nil
+	}
+	if err != nil {
+		return record{}, 0, err
+	}
+	rec, err := parseRecord(e.Data)
+	return rec, e.Version, err
+}
+
+// startWriter keeps trying to write pw until the store takes it, the
+// connection is replaced (a reconnect or disconnect here), or the cache is
+// closed.
+func (k *Keeper) startWriter(key Key, pw *pendingWrite) {
+	k.cache.writers.Add(1)
+	go func() {
+		defer k.cache.writers.Done()
+		wait := writeRetryFirst
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-k.cache.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if e, _ := k.cache.get(key); e.pending != pw {
+				return
+			}
+			_, err, ok := k.write(key, pw)
+			if ok {
+				return
+			}
+			k.log.Warn("the store still does not take a refreshed token set; retrying",
+				zap.String("connection", key.String()), errField(err))
+			wait = min(wait*2, writeRetryMax)
+		}
+	}()
+}
+
+// refreshUnsaved refreshes a connection whose latest token set the store
+// has not taken yet: with that set's refresh token, under the lease this
+// process still holds in the store (no store request is needed, which is
+// the point: the store may be down).
+func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
+	k.cache.mu.RLock()
+	rec, l := pw.rec, pw.lease
+	k.cache.mu.RUnlock()
+	tok, now := rec.tok, k.now()
+	switch {
+	case rec.state != Active:
+		return Token{}, ErrAuthorizationRequired
+	case !j.want(tok, now):
+		return tok, nil
+	case !tok.Refreshable(now):
+		if tok.Usable(now) {
+			return tok, nil
+		}
+		return Token{}, ErrAuthorizationRequired
+	}
+	e, _ := k.cache.get(j.key)
+	if err := k.blocked(j.key, e, j.r, now, j.force, true); err != nil {
+		return k.serveUnsaved(tok, err)
+	}
+	if k.budget.redeemBy(l.until).Sub(now) < k.budget.token {
+		return k.serveUnsaved(tok, &UnavailableError{RetryAfter: 5 * time.Second,
+			Err: errors.New("the store has not taken the last rotated token set yet")})
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), k.budget.redeemBy(l.until))
+	ctx, cancel2 := context.WithTimeout(ctx, k.budget.token)
+	ot, err := j.r.Refresh(ctx, tok.RefreshToken)
+	cancel2()
+	cancel()
+	now = k.now()
+	if err == nil {
+		next := FromOAuth2(ot, tok, now)
+		k.cache.update(j.key, func(e *entry) {
+			if e.pending != pw {
+				return
+			}
+			pw.rec.tok = next
+			if len(pw.triggers) < maxTriggers {
+				pw.triggers = append(pw.triggers, j.trigger)
+			}
+			e.tok, e.failures, e.retryAt = next, 0, time.Time{}
+		})
+		return next, nil
+	}
+	switch connector.ClassOf(err) {
+	case connector.GrantRejected:
+		reason := "the provider rejected the refresh token (" + providerCode(err) + "); authorize again"
+		k.cache.update(j.key, func(e *entry) {
+			if e.pending != pw {
+				return
+			}
+			pw.rec = record{tok: Token{Generation: tok.Generation, ConnectedAt: tok.ConnectedAt, ConnectedBy: tok.ConnectedBy},
+				state: NeedsAuthorization, reason: reason, since: now}
+			e.tok, e.missingAt, e.lastErr, e.lastErrAt = Token{}, now, reason, now
+		})
+		k.obs.Refreshed(j.key, j.trigger, "invalid_grant")
+		return Token{}, ErrAuthorizationRequired
+	case connector.ClientRejected:
+		k.obs.Refreshed(j.key, j.trigger, "misconfigured")
+		wait := k.clientRefused(j.key, j.r, providerCode(err))
+		return k.serveUnsaved(tok, &UnavailableError{RetryAfter: wait, Err: errors.Join(ErrMisconfigured, err)})
+	}
+	k.obs.Refreshed(j.key, j.trigger, "transient")
+	wait := k.failed(j.key, connector.RetryAfterOf(err), "refresh failed temporarily; will retry")
+	return k.serveUnsaved(tok, &UnavailableError{RetryAfter: wait, Err: err})
+}
+
+func (k *Keeper) serveUnsaved(tok Token, err error) (Token, error) {
+	if tok.Usable(k.now()) {
+		return tok, nil
+	}
+	return Token{}, err
+}
