@@ -76,18 +76,18 @@ type App struct {
 	// each instance. Default: 1000.
 	MaxPendingFlows int `json:"max_pending_flows,omitempty"`
 
-	store     RecordStore
-	rawStore  RecordStore
-	telemetry *telemetry
-	returnTo  flow.ReturnTo
-	limiter   *ratelimit.Limiter
-	pending   *pendingFlows
-	keeper    *tokens.Keeper
-	flows     *flow.Flows
-	public    *url.URL
-	poolKey   string
-	logger    *zap.Logger
-	ctx       caddy.Context
+	store      RecordStore
+	rawStore   RecordStore
+	telemetry  *telemetry
+	returnTo   flow.ReturnTo
+	limiter    *ratelimit.Limiter
+	pending    *pendingFlows
+	keeper     *tokens.Keeper
+	flows      *flow.Flows
+	public     *url.URL
+	poolKey    string
+	logger     *zap.Logger
+	ctx        caddy.Context
 	stopSweep  context.CancelFunc
 	sweepDone  chan struct{}
 	background *sync.WaitGroup // keep-alive passes, from Start to Stop
