@@ -16,7 +16,7 @@ import (
 // refresh.
 type Cache struct {
 	mu         sync.RWMutex
-	entries    map[Key]*entry
+	entries    map[Key]*slot
 	connectors map[string]*connectorState
 	flight     singleflight.Group
 	max        int
@@ -28,6 +28,13 @@ type Cache struct {
 	writers sync.WaitGroup
 	stop    chan struct{}
 	closing sync.Once
+}
+
+// slot holds a connection's entry and its use mark, which readers set
+// concurrently (atomically) while they copy the entry under the read lock.
+type slot struct {
+	used atomic.Uint32 // set on every hit, cleared by eviction passes
+	e    entry
 }
 
 // entry is what the cache knows of one connection.
@@ -58,7 +65,6 @@ type entry struct {
 
 	lastErr   string // last failure, in plain words safe to show
 	lastErrAt time.Time
-	used      uint32 // set on every hit, cleared by eviction passes
 }
 
 // connectorState is a connector whose client the provider refuses
@@ -86,7 +92,7 @@ func NewCache() *Cache { return NewBoundedCache(DefaultMaxConnections) }
 // are never dropped.
 func NewBoundedCache(max int) *Cache {
 	return &Cache{
-		entries:    make(map[Key]*entry),
+		entries:    make(map[Key]*slot),
 		connectors: make(map[string]*connectorState),
 		max:        max,
 		holder:     newID(),
@@ -97,31 +103,31 @@ func NewBoundedCache(max int) *Cache {
 // entryLocked returns the entry of key, creating it (and making room for
 // it) if needed. c.mu must be held for writing.
 func (c *Cache) entryLocked(key Key) *entry {
-	e := c.entries[key]
-	if e == nil {
+	s := c.entries[key]
+	if s == nil {
 		if len(c.entries) >= c.max {
 			c.evictLocked()
 		}
-		e = &entry{}
-		c.entries[key] = e
+		s = &slot{}
+		c.entries[key] = s
 	}
-	return e
+	return &s.e
 }
 
 // evictLocked drops the entries unused since the last pass, and then, if
 // that freed too little, any entries, until a tenth of the room is free.
 func (c *Cache) evictLocked() {
-	for k, e := range c.entries {
-		if atomic.SwapUint32(&e.used, 0) == 0 && e.evictable() {
+	for k, s := range c.entries {
+		if s.used.Swap(0) == 0 && s.e.evictable() {
 			delete(c.entries, k)
 		}
 	}
 	target := c.max - c.max/10
-	for k, e := range c.entries {
+	for k, s := range c.entries {
 		if len(c.entries) <= target {
 			break
 		}
-		if e.evictable() {
+		if s.e.evictable() {
 			delete(c.entries, k)
 		}
 	}
@@ -133,14 +139,14 @@ func (e *entry) evictable() bool { return e.pending == nil && !e.refreshing }
 func (c *Cache) get(key Key) (entry, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	e := c.entries[key]
-	if e == nil {
+	s := c.entries[key]
+	if s == nil {
 		return entry{}, false
 	}
-	atomic.StoreUint32(&e.used, 1)
-	cp := *e
-	cp.used = 0 // set concurrently by other readers
-	return cp, true
+	if s.used.Load() == 0 {
+		s.used.Store(1)
+	}
+	return s.e, true
 }
 
 // update runs f on key's entry (created if needed) under the lock.
@@ -166,7 +172,8 @@ type ConnectionState struct {
 func (c *Cache) Each(f func(ConnectionState)) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	for k, e := range c.entries {
+	for k, s := range c.entries {
+		e := &s.e
 		f(ConnectionState{Key: k, Connected: e.missingAt.IsZero() && e.tok.AccessToken != "", Expiry: e.tok.Expiry, Unsaved: e.pending != nil})
 	}
 }
@@ -203,8 +210,8 @@ func (c *Cache) Close(timeout time.Duration) int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	n := 0
-	for _, e := range c.entries {
-		if e.pending != nil {
+	for _, s := range c.entries {
+		if s.e.pending != nil {
 			n++
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
@@ -37,11 +38,13 @@ func proactive(p Policy) func(Token, time.Time) bool {
 // the lease budget, so neither an impatient client nor a reload cancels a
 // refresh half way; a caller waits at most the policy's MaxWait for it.
 func (k *Keeper) do(ctx context.Context, j job) (Token, error) {
-	ch := k.cache.flight.DoChan(j.key.String(), func() (any, error) {
-		k.bgWork.Add(1)
+	ch := make(chan singleflight.Result, 1)
+	k.bgWork.Add(1)
+	go func() {
 		defer k.bgWork.Done()
-		return k.run(j)
-	})
+		v, err, _ := k.cache.flight.Do(j.key.String(), func() (any, error) { return k.run(j) })
+		ch <- singleflight.Result{Val: v, Err: err}
+	}()
 	t := time.NewTimer(j.p.maxWait())
 	defer t.Stop()
 	select {
@@ -59,11 +62,11 @@ func (k *Keeper) do(ctx context.Context, j job) (Token, error) {
 
 // background starts j unless a job for the connection already runs.
 func (k *Keeper) background(j job) {
-	k.cache.flight.DoChan(j.key.String(), func() (any, error) {
-		k.bgWork.Add(1)
+	k.bgWork.Add(1)
+	go func() {
 		defer k.bgWork.Done()
-		return k.run(j)
-	})
+		k.cache.flight.Do(j.key.String(), func() (any, error) { return k.run(j) })
+	}()
 }
 
 // run reads the connection and refreshes it if j wants it, under the
@@ -147,7 +150,7 @@ func (k *Keeper) redeem(j job, rec record, l lease, lv int) (Token, error, bool)
 	now := k.now()
 	if err == nil {
 		next := FromOAuth2(ot, rec.tok, now)
-		tok, err := k.commit(j, &pendingWrite{rec: record{tok: next}, cas: lv, base: rec.tok.RefreshToken, lease: l, triggers: []string{j.trigger}})
+		tok, err := k.commit(j, &pendingWrite{rec: record{tok: next}, cas: lv, base: rec.tok.RefreshToken, triggers: []string{j.trigger}})
 		return tok, err, false
 	}
 	switch connector.ClassOf(err) {

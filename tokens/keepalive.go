@@ -65,18 +65,9 @@ func (k *Keeper) keepAlivePass(ctx context.Context, connector string, r Refreshe
 			continue
 		}
 		j := job{key: key, r: r, p: p, trigger: "keepalive", want: idleSince}
-		ch := k.cache.flight.DoChan(key.String(), func() (any, error) {
-			k.bgWork.Add(1)
-			defer k.bgWork.Done()
-			return k.run(j)
-		})
-		select {
-		case res := <-ch:
-			if res.Err == nil {
-				n++
-			}
-		case <-ctx.Done():
-			return n, ctx.Err()
+		_, err, _ := k.cache.flight.Do(key.String(), func() (any, error) { return k.run(j) })
+		if err == nil {
+			n++
 		}
 	}
 	return n, err

@@ -189,7 +189,7 @@ func (k *Keeper) Token(ctx context.Context, key Key, r Refresher, p Policy) (Tok
 			k.maybeRevalidate(key, e, p, now)
 			return e.tok, nil
 		case e.tok.Usable(now):
-			if k.blocked(key, e, r, now, false, false) == nil {
+			if !e.refreshing && k.blocked(key, e, r, now, false, false) == nil {
 				k.background(job{key: key, r: r, p: p, trigger: "proactive", want: proactive(p)})
 			}
 			return e.tok, nil
@@ -419,7 +419,7 @@ func (k *Keeper) Disconnect(ctx context.Context, key Key) error {
 func (k *Keeper) Forget(key Key) {
 	k.cache.mu.Lock()
 	defer k.cache.mu.Unlock()
-	if e := k.cache.entries[key]; e != nil && e.evictable() {
+	if s := k.cache.entries[key]; s != nil && s.e.evictable() {
 		delete(k.cache.entries, key)
 	}
 }

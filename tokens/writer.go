@@ -26,9 +26,6 @@ type pendingWrite struct {
 	// refreshes began: a record that still holds it was changed by
 	// nobody but lease-takers, and may be written over.
 	base string
-	// lease is this process's lease in the store, under which further
-	// refreshes may be made while the write is pending.
-	lease lease
 	// triggers are the refreshes the write completes, reported once it
 	// lands.
 	triggers []string
@@ -180,12 +177,13 @@ func (k *Keeper) startWriter(key Key, pw *pendingWrite) {
 }
 
 // refreshUnsaved refreshes a connection whose latest token set the store
-// has not taken yet: with that set's refresh token, under the lease this
-// process still holds in the store (no store request is needed, which is
-// the point: the store may be down).
+// has not taken yet, with that set's refresh token and no store request
+// (the store may be down). It needs no lease: that refresh token was issued
+// to this process alone and has never been in the store, so no other
+// replica can redeem it, and this process runs one job per connection.
 func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
 	k.cache.mu.RLock()
-	rec, l := pw.rec, pw.lease
+	rec := pw.rec
 	k.cache.mu.RUnlock()
 	tok, now := rec.tok, k.now()
 	switch {
@@ -203,14 +201,8 @@ func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
 	if err := k.blocked(j.key, e, j.r, now, j.force, true); err != nil {
 		return k.serveUnsaved(tok, err)
 	}
-	if k.budget.redeemBy(l.until).Sub(now) < k.budget.token {
-		return k.serveUnsaved(tok, &UnavailableError{RetryAfter: 5 * time.Second,
-			Err: errors.New("the store has not taken the last rotated token set yet")})
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), k.budget.redeemBy(l.until))
-	ctx, cancel2 := context.WithTimeout(ctx, k.budget.token)
+	ctx, cancel := context.WithTimeout(context.Background(), k.budget.token)
 	ot, err := j.r.Refresh(ctx, tok.RefreshToken)
-	cancel2()
 	cancel()
 	now = k.now()
 	if err == nil {

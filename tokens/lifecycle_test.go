@@ -1,0 +1,595 @@
+package tokens
+
+// Each test here breaks something between the Keeper and its store or the
+// token endpoint, and checks one invariant of "How a connection is kept"
+// (README): what the caller gets, what the store holds, and which refresh
+// tokens were redeemed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/time/rate"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+)
+
+// faultStore fails or holds the store requests a test chooses.
+type faultStore struct {
+	Store
+	gets, puts atomic.Int64
+	// failPut, if set, decides whether the n-th Put (from 1) to path fails.
+	failPut func(path string, n int64) bool
+	// hold, if set, blocks each Get until it is closed.
+	hold chan struct{}
+}
+
+var errStoreDown = errors.New("store unavailable (injected)")
+
+func (s *faultStore) Get(ctx context.Context, p string) (kv.Entry, error) {
+	s.gets.Add(1)
+	if s.hold != nil {
+		select {
+		case <-s.hold:
+		case <-ctx.Done():
+			return kv.Entry{}, ctx.Err()
+		}
+	}
+	return s.Store.Get(ctx, p)
+}
+
+func (s *faultStore) Put(ctx context.Context, p string, d map[string]string, cas int) (int, error) {
+	n := s.puts.Add(1)
+	if s.failPut != nil && s.failPut(p, n) {
+		return 0, errStoreDown
+	}
+	return s.Store.Put(ctx, p, d, cas)
+}
+
+// outcomes records what an Observer hears.
+type outcomes struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (o *outcomes) Refreshed(_ Key, trigger, outcome string) {
+	o.mu.Lock()
+	o.got = append(o.got, trigger+":"+outcome)
+	o.mu.Unlock()
+}
+
+func (o *outcomes) count(s string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, g := range o.got {
+		if g == s {
+			n++
+		}
+	}
+	return n
+}
+
+func stored(t *testing.T, st Store, key Key) map[string]string {
+	t.Helper()
+	e, err := st.Get(context.Background(), key.tokenPath())
+	if err != nil {
+		t.Fatalf("reading %s: %v", key, err)
+	}
+	return e.Data
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 200 {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("gave up waiting: %s", what)
+}
+
+// A rotated refresh token the store did not take stays the one in use: the
+// next refresh redeems it (not the store's older one), and it reaches the
+// store once the store answers again. The "ok" outcome waits for the write.
+func TestRotatedTokenSurvivesAFailedWrite(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	var down atomic.Bool
+	st := &faultStore{Store: newFileStore(t)}
+	obs := &outcomes{}
+	cache := NewCache()
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Observer: obs, Cache: cache})
+	t.Cleanup(func() { cache.Close(time.Second) })
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+
+	// The token endpoint rotates; then every write fails.
+	st.failPut = func(string, int64) bool { return down.Load() }
+	r.answer = func(n int, rt string) (*oauth2.Token, error) {
+		down.Store(true)
+		return rotating(clk.Now)(n, rt)
+	}
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "at-1" {
+		t.Fatalf("Token after a rotation the store did not take = %q, %v; want at-1 from memory", tok.AccessToken, err)
+	}
+	if got := stored(t, st, demo)["refresh_token"]; got != "rt-0" {
+		t.Fatalf("store holds %q; the write was meant to fail", got)
+	}
+	if s, _ := k.Status(context.Background(), demo); !s.Unsaved {
+		t.Fatal("status does not report the unsaved token set")
+	}
+	if obs.count("proactive:ok") != 0 {
+		t.Fatal(`"ok" reported before the token set was written`)
+	}
+
+	// The next refresh redeems rt-1, never the store's rt-0.
+	clk.Add(2 * time.Hour)
+	if tok, err = k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != "at-2" {
+		t.Fatalf("second refresh while unsaved = %q, %v", tok.AccessToken, err)
+	}
+	if r.calls[1] != "rt-1" {
+		t.Fatalf("second refresh redeemed %q; want the unsaved rt-1", r.calls[1])
+	}
+
+	// The store comes back: the latest token set is written.
+	down.Store(false)
+	eventually(t, "the pending write to land", func() bool { return stored(t, st, demo)["refresh_token"] == "rt-2" })
+	eventually(t, `"ok" reported for both refreshes`, func() bool { return obs.count("proactive:ok") == 2 })
+	if s, _ := k.Status(context.Background(), demo); s.Unsaved || !s.Connected {
+		t.Fatalf("status after the write = %+v", s)
+	}
+	if got := stored(t, st, demo)["lease_holder"]; got != "" {
+		t.Fatalf("lease still held after the write: %q", got)
+	}
+}
+
+// invalid_grant ends a connection only if the store still holds the refresh
+// token that was refused: if another writer (a reconnect) replaced it
+// meanwhile, the new connection is used and left intact.
+func TestInvalidGrantSparesANewerConnection(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	other := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	r := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) {
+		// A person reconnects while the provider refuses the old grant.
+		if _, err := other.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-new", RefreshToken: "rt-new", Expiry: clk.Now().Add(time.Hour)}, "bob"); err != nil {
+			t.Error(err)
+		}
+		return nil, fmt.Errorf("x: %w", connector.ErrGrantRejected)
+	}}
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "at-new" {
+		t.Fatalf("Token = %q, %v; want the reconnected at-new", tok.AccessToken, err)
+	}
+	if d := stored(t, st, demo); d["refresh_token"] != "rt-new" || d["state"] != "" {
+		t.Fatalf("store holds %v; the reconnect was destroyed", keys(d))
+	}
+}
+
+// A refresh in flight while the connection is disconnected and connected
+// again (a new grant) never writes the old grant's tokens over the new
+// connection, although the record's version may have been reused.
+func TestRefreshAcrossDisconnectAndReconnect(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	other := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+		if err := other.Disconnect(context.Background(), demo); err != nil {
+			t.Error(err)
+		}
+		if _, err := other.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-new", RefreshToken: "rt-new", Expiry: clk.Now().Add(time.Hour)}, "bob"); err != nil {
+			t.Error(err)
+		}
+		return &oauth2.Token{AccessToken: "at-old-grant", RefreshToken: "rt-old-grant", Expiry: clk.Now().Add(time.Hour)}, nil
+	}}
+	tok, err := k.Token(context.Background(), demo, r, policy)
+	if err != nil || tok.AccessToken != "at-new" {
+		t.Fatalf("Token = %q, %v; want the new connection's at-new", tok.AccessToken, err)
+	}
+	if d := stored(t, st, demo); d["access_token"] != "at-new" || d["connected_by"] != "bob" {
+		t.Fatalf("store holds %v (access token %q); the old grant overwrote the new connection", keys(d), d["access_token"])
+	}
+}
+
+// invalid_client (an expired client secret) keeps every connection: a valid
+// access token is still served, then requests get ErrMisconfigured with a
+// wait, the token endpoint is tried again only at the backoff cadence, and
+// a new configuration (a reload) recovers at once, with no reconnect.
+func TestClientRejectedKeepsConnections(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	obs := &outcomes{}
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Observer: obs})
+	t.Cleanup(k.Wait)
+	bad := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) {
+		return nil, fmt.Errorf("x: %w: %w", connector.ErrClientRejected, &connector.ProviderError{Status: 401, Code: "invalid_client"})
+	}}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	alice := Key{Connector: "demo", Subject: "alice"}
+	if _, err := k.Save(context.Background(), alice, &oauth2.Token{AccessToken: "at-a", RefreshToken: "rt-a", Expiry: clk.Now().Add(time.Minute)}, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	// Due but valid: served, and the background refresh is refused.
+	clk.Add(56 * time.Minute)
+	if tok, err := k.Token(context.Background(), demo, bad, policy); err != nil || tok.AccessToken != "at-0" {
+		t.Fatalf("Token while valid = %q, %v", tok.AccessToken, err)
+	}
+	k.Wait()
+	if bad.count() != 1 || obs.count("proactive:misconfigured") != 1 {
+		t.Fatalf("%d token requests, outcomes %v", bad.count(), obs.got)
+	}
+	if d := stored(t, st, demo); d["refresh_token"] != "rt-0" {
+		t.Fatalf("store holds %v after invalid_client; the connection was destroyed", keys(d))
+	}
+	// Expired: one request probes the client again (the first wait is
+	// over); it is refused, and the others get misconfigured, with a
+	// wait, and make no token request for this or any other connection
+	// of the connector until the wait is over.
+	clk.Add(5 * time.Minute)
+	for _, key := range []Key{demo, alice, demo} {
+		_, err := k.Token(context.Background(), key, bad, policy)
+		var ue *UnavailableError
+		if !errors.Is(err, ErrMisconfigured) || !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+			t.Fatalf("Token of %s after expiry: %v; want ErrMisconfigured with a wait", key, err)
+		}
+	}
+	if bad.count() != 2 {
+		t.Fatalf("%d token requests; want 2 (the refusal, one probe after its wait)", bad.count())
+	}
+	if code, _, ok := k.cache.Misconfigured("demo"); !ok || code != "invalid_client" {
+		t.Fatalf("Misconfigured = %q, %v", code, ok)
+	}
+	// A reload with the fixed secret recovers every connection at once.
+	good := &scriptedRefresher{answer: rotating(clk.Now)}
+	for _, key := range []Key{demo, alice} {
+		if tok, err := k.Token(context.Background(), key, good, policy); err != nil || tok.AccessToken == "" {
+			t.Fatalf("Token of %s after the fix = %q, %v", key, tok.AccessToken, err)
+		}
+	}
+	if good.count() != 2 || good.calls[0] != "rt-0" || good.calls[1] != "rt-a" {
+		t.Fatalf("after the fix the token endpoint saw %v", good.calls)
+	}
+	if _, _, ok := k.cache.Misconfigured("demo"); ok {
+		t.Fatal("connector still reported misconfigured after a success")
+	}
+}
+
+// Transient failures back off per connection: no token request while
+// backing off, doubling waits, the provider's Retry-After honoured, and the
+// backoff reset by a success.
+func TestTransientFailuresBackOff(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	var fail atomic.Pointer[connector.ProviderError]
+	fail.Store(&connector.ProviderError{Status: 503})
+	r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+		if err := fail.Load(); err != nil {
+			return nil, err
+		}
+		return rotating(clk.Now)(n, rt)
+	}}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	puts := st.puts.Load()
+	var last time.Duration
+	for range 50 {
+		_, err := k.Token(context.Background(), demo, r, policy)
+		var ue *UnavailableError
+		if !errors.As(err, &ue) || ue.RetryAfter <= 0 || ue.RetryAfter > time.Second {
+			t.Fatalf("Token while the provider fails: %v; want a wait of at most 1s", err)
+		}
+		last = ue.RetryAfter
+	}
+	if r.count() != 1 || st.puts.Load()-puts != 2 {
+		t.Fatalf("50 requests made %d token requests and %d store writes; want 1 and 2 (lease, release)", r.count(), st.puts.Load()-puts)
+	}
+	clk.Add(last)
+	k.Token(context.Background(), demo, r, policy)
+	if r.count() != 2 {
+		t.Fatalf("after the first wait: %d token requests; want 2", r.count())
+	}
+	clk.Add(time.Second) // the second wait is 1.6–2s
+	k.Token(context.Background(), demo, r, policy)
+	if r.count() != 2 {
+		t.Fatalf("within the second wait: %d token requests; want still 2", r.count())
+	}
+	// Retry-After is honoured.
+	fail.Store(&connector.ProviderError{Status: 429, RetryAfter: 30 * time.Second})
+	clk.Add(time.Second)
+	_, err := k.Token(context.Background(), demo, r, policy)
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryAfter < 30*time.Second || r.count() != 3 {
+		t.Fatalf("after a 429 with Retry-After 30: %v, %d requests", err, r.count())
+	}
+	clk.Add(20 * time.Second)
+	k.Token(context.Background(), demo, r, policy)
+	if r.count() != 3 {
+		t.Fatalf("Retry-After not honoured: %d token requests", r.count())
+	}
+	// Recovery: one refresh, and the backoff is gone.
+	fail.Store(nil)
+	clk.Add(11 * time.Second)
+	if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != "at-4" {
+		t.Fatalf("after recovery: %q, %v", tok.AccessToken, err)
+	}
+	if e, _ := k.cache.get(demo); e.failures != 0 || !e.retryAt.IsZero() || e.lastErr != "" {
+		t.Fatalf("backoff not reset: %+v", e)
+	}
+}
+
+// The lease outlives the token request and the write after it: the token
+// request's deadline leaves a store request and the skew before the lease
+// ends. Another replica's lease is honoured until its end plus the skew.
+func TestLeaseBoundsTheTokenRequest(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	t.Cleanup(k.Wait)
+	var deadline, until time.Time
+	r := &scriptedRefresher{}
+	r.answer = func(n int, rt string) (*oauth2.Token, error) {
+		until, _ = time.Parse(time.RFC3339Nano, stored(t, st, demo)["lease_until"])
+		return rotating(clk.Now)(n, rt)
+	}
+	rec := &deadlineRecorder{scriptedRefresher: r, deadline: &deadline}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+
+	// Another replica's lease ended a second ago: still honoured (skew).
+	d := stored(t, st, demo)
+	d["lease_holder"], d["lease_until"] = "other", clk.Now().Add(-time.Second).Format(time.RFC3339Nano)
+	e, _ := st.Get(context.Background(), demo.tokenPath())
+	if _, err := st.Put(context.Background(), demo.tokenPath(), d, e.Version); err != nil {
+		t.Fatal(err)
+	}
+	p := policy
+	p.MaxWait = 100 * time.Millisecond
+	k.Forget(demo)
+	if _, err := k.Token(context.Background(), demo, rec, p); err == nil || r.count() != 0 {
+		t.Fatalf("redeemed under another replica's lease (err %v, %d requests)", err, r.count())
+	}
+	// Past its end plus the skew, it is taken over.
+	clk.Add(10 * time.Second)
+	k.Wait() // the first job finishes once it sees the lease over
+	if r.count() != 1 {
+		t.Fatalf("%d token requests; want 1", r.count())
+	}
+	if until.IsZero() || deadline.IsZero() {
+		t.Fatalf("lease until %v, token request deadline %v", until, deadline)
+	}
+	b := k.budget
+	// The deadline is in real time, the lease in the test's clock: compare
+	// what is left of each.
+	leaseLeft := until.Sub(clk.Now())
+	requestLeft := time.Until(deadline)
+	if requestLeft > leaseLeft-b.store-b.skew+time.Second {
+		t.Fatalf("token request may last %v, the lease %v: the write and the skew (%v) do not fit", requestLeft, leaseLeft, b.store+b.skew)
+	}
+	if requestLeft > b.token+time.Second {
+		t.Fatalf("token request may last %v, more than the token timeout %v", requestLeft, b.token)
+	}
+}
+
+type deadlineRecorder struct {
+	*scriptedRefresher
+	deadline *time.Time
+}
+
+func (d *deadlineRecorder) Refresh(ctx context.Context, rt string) (*oauth2.Token, error) {
+	*d.deadline, _ = ctx.Deadline()
+	return d.scriptedRefresher.Refresh(ctx, rt)
+}
+
+// A request waits at most MaxWait for a store read; the read goes on.
+func TestMaxWait(t *testing.T) {
+	st := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st})
+	t.Cleanup(k.Wait)
+	seed(t, k, "at-0", "rt-0", time.Now().Add(time.Hour))
+	k.Forget(demo)
+	st.hold = make(chan struct{})
+	p := policy
+	p.MaxWait = 50 * time.Millisecond
+	_, err := k.Token(context.Background(), demo, &scriptedRefresher{}, p)
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+		t.Fatalf("Token with a stuck store: %v; want an UnavailableError", err)
+	}
+	close(st.hold)
+	eventually(t, "the read to finish in the background", func() bool {
+		tok, err := k.Token(context.Background(), demo, &scriptedRefresher{}, p)
+		return err == nil && tok.AccessToken == "at-0"
+	})
+}
+
+// 401s that arrive while a 401-triggered refresh runs join it and retry
+// with its result, instead of passing the upstream's 401 through.
+func TestConcurrent401sJoinTheRefresh(t *testing.T) {
+	k := NewKeeper(Options{Store: newFileStore(t)})
+	r := &scriptedRefresher{answer: rotating(time.Now), delay: 100 * time.Millisecond}
+	seed(t, k, "at-0", "rt-0", time.Time{}) // no expiry, as Notion's
+	var wg sync.WaitGroup
+	var retried atomic.Int64
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if tok, err := k.Rejected(context.Background(), demo, r, policy, "at-0"); err == nil && tok.AccessToken == "at-1" {
+				retried.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if retried.Load() != 20 || r.count() != 1 {
+		t.Fatalf("%d of 20 concurrent 401s retried with the new token after %d refreshes; want 20 and 1", retried.Load(), r.count())
+	}
+}
+
+// A replica learns of a disconnect made on another within the revalidation
+// interval, at one store read per connection per interval, off the hot
+// path; a reconnect likewise.
+func TestRevalidationBoundsStaleness(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	st := &faultStore{Store: fs}
+	a := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+	b := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	p := policy
+	p.Revalidate = 2 * time.Second
+	seed(t, a, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	if tok, err := b.Token(context.Background(), demo, r, p); err != nil || tok.AccessToken != "at-0" {
+		t.Fatalf("b: %q, %v", tok.AccessToken, err)
+	}
+	if err := a.Disconnect(context.Background(), demo); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(3 * time.Second)
+	gets := st.gets.Load()
+	for range 100 {
+		b.Token(context.Background(), demo, r, p) // may still serve the cached token once
+	}
+	b.Wait()
+	if n := st.gets.Load() - gets; n != 1 {
+		t.Fatalf("100 requests after the interval made %d store reads; want 1", n)
+	}
+	if _, err := b.Token(context.Background(), demo, r, p); !errors.Is(err, ErrAuthorizationRequired) {
+		t.Fatalf("b after the disconnect and an interval: %v; want ErrAuthorizationRequired", err)
+	}
+	// A reconnect on a reaches b too.
+	if _, err := a.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-new", RefreshToken: "rt-new", Expiry: clk.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(3 * time.Second)
+	eventually(t, "b to use the new connection", func() bool {
+		tok, _ := b.Token(context.Background(), demo, r, p)
+		b.Wait()
+		return tok.AccessToken == "at-new"
+	})
+}
+
+// A cache write never replaces a newer version with an older one.
+func TestOlderLoadDoesNotReplaceNewer(t *testing.T) {
+	k := NewKeeper(Options{Store: newFileStore(t)})
+	seed(t, k, "at-0", "rt-0", time.Now().Add(time.Hour))
+	old, _ := k.cache.get(demo)
+	if _, err := k.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-new", Expiry: time.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	k.remember(demo, old.tok, old.version) // a load that read before the Save
+	if tok, _ := k.Token(context.Background(), demo, nil, policy); tok.AccessToken != "at-new" {
+		t.Fatalf("cache serves %q after an older load finished late", tok.AccessToken)
+	}
+}
+
+// Keep-alive refreshes the connections idle for its period, on any replica
+// and from the store (shared and per-user), and leaves the others alone.
+func TestKeepAlive(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "at-0", "rt-shared", clk.Now().Add(time.Hour))
+	idle := Key{Connector: "demo", Subject: "acme/idle"}
+	busy := Key{Connector: "demo", Subject: "busy"}
+	if _, err := k.Save(context.Background(), idle, &oauth2.Token{AccessToken: "a", RefreshToken: "rt-idle", Expiry: clk.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(31 * 24 * time.Hour)
+	if _, err := k.Save(context.Background(), busy, &oauth2.Token{AccessToken: "b", RefreshToken: "rt-busy", Expiry: clk.Now().Add(time.Hour)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	other := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()}) // knows nothing cached
+	n, err := other.keepAlivePass(context.Background(), "demo", r, policy, 30*24*time.Hour, unlimited())
+	if err != nil || n != 2 {
+		t.Fatalf("keep-alive refreshed %d, %v; want 2", n, err)
+	}
+	if got := fmt.Sprint(r.calls); got != "[rt-shared rt-idle]" && got != "[rt-idle rt-shared]" {
+		t.Fatalf("keep-alive redeemed %v", got)
+	}
+	// Nothing is idle now.
+	if n, _ := other.keepAlivePass(context.Background(), "demo", r, policy, 30*24*time.Hour, unlimited()); n != 0 || r.count() != 2 {
+		t.Fatalf("second pass refreshed %d (%d requests)", n, r.count())
+	}
+}
+
+// Writes that must complete are not cancelled with the request that caused
+// them: a consent saved, a disconnect.
+func TestWritesOutliveTheirRequest(t *testing.T) {
+	st := newFileStore(t)
+	k := NewKeeper(Options{Store: st})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := k.Save(ctx, demo, &oauth2.Token{AccessToken: "at", RefreshToken: "rt"}, ""); err != nil {
+		t.Fatalf("Save with a cancelled request: %v", err)
+	}
+	if err := k.Disconnect(ctx, demo); err != nil {
+		t.Fatalf("Disconnect with a cancelled request: %v", err)
+	}
+	if d := stored(t, st, demo); d["state"] != string(Disconnected) || d["access_token"] != "" || d["refresh_token"] != "" {
+		t.Fatalf("after disconnect the store holds %v", keys(d))
+	}
+}
+
+// Closing the cache (Caddy stopping) waits for token sets still to be
+// written.
+func TestCloseWaitsForPendingWrites(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	var down atomic.Bool
+	st := &faultStore{Store: newFileStore(t), failPut: func(string, int64) bool { return down.Load() }}
+	cache := NewCache()
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: cache})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+		down.Store(true)
+		return rotating(clk.Now)(n, rt)
+	}}
+	if _, err := k.Token(context.Background(), demo, r, policy); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(300 * time.Millisecond); down.Store(false) }()
+	if n := cache.Close(10 * time.Second); n != 0 {
+		t.Fatalf("%d token sets left unwritten", n)
+	}
+	if got := stored(t, st, demo)["refresh_token"]; got != "rt-1" {
+		t.Fatalf("store holds %q after Close; want rt-1", got)
+	}
+}
+
+func unlimited() *rate.Limiter { return rate.NewLimiter(rate.Inf, 1) }
+
+// A refresh costs three store requests: read, take the lease, write.
+func TestRefreshCostsThreeStoreRequests(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	r := &scriptedRefresher{answer: rotating(clk.Now)}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	gets, puts := st.gets.Load(), st.puts.Load()
+	if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != "at-1" {
+		t.Fatalf("Token = %q, %v", tok.AccessToken, err)
+	}
+	if g, p := st.gets.Load()-gets, st.puts.Load()-puts; g+p != 3 {
+		t.Fatalf("a refresh made %d reads and %d writes; want 3 requests in all", g, p)
+	}
+}
