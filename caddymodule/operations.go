@@ -15,17 +15,22 @@ import (
 
 // connectorStatus is what is shown about a connector: never a secret.
 type connectorStatus struct {
-	Name         string     `json:"name"`
-	Provider     string     `json:"provider,omitempty"`
-	Status       string     `json:"status"`
-	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
-	ConnectedAt  *time.Time `json:"connected_at,omitempty"`
-	ConnectedBy  string     `json:"connected_by,omitempty"`
-	LastError    string     `json:"last_error,omitempty"`
-	PerUser      bool       `json:"per_user,omitempty"`
-	Subject      string     `json:"subject,omitempty"`
-	Connections  *int       `json:"connections,omitempty"`
-	AuthorizeURL string     `json:"authorize_url,omitempty"`
+	Name        string     `json:"name"`
+	Provider    string     `json:"provider,omitempty"`
+	Status      string     `json:"status"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+	ConnectedBy string     `json:"connected_by,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	// Since is when the connection came to need authorization.
+	Since *time.Time `json:"since,omitempty"`
+	// Unsaved is true while this instance holds a refreshed token set
+	// that the store has not taken yet.
+	Unsaved      bool   `json:"unsaved,omitempty"`
+	PerUser      bool   `json:"per_user,omitempty"`
+	Subject      string `json:"subject,omitempty"`
+	Connections  *int   `json:"connections,omitempty"`
+	AuthorizeURL string `json:"authorize_url,omitempty"`
 }
 
 // status describes connector c's connection for subject (subjectErr: the
@@ -48,11 +53,21 @@ func (a *App) status(ctx context.Context, c *Connector, subject string, subjectE
 	case err != nil:
 		a.logger.Warn("reading connection status", zap.String("connector", c.name), zap.Error(err))
 		st.Status = "unavailable"
+	case s.Misconfigured != "":
+		// Connections are kept; the operator must fix the client.
+		st.Status = "misconfigured"
 	case !s.Connected || !s.Usable:
 		st.Status = "authorization_required"
 	default:
 		st.Status = "connected"
 	}
+	if s.LastError == "" && s.State == tokens.NeedsAuthorization {
+		s.LastError = s.Reason
+	}
+	if !s.Since.IsZero() && s.State == tokens.NeedsAuthorization {
+		st.Since = &s.Since
+	}
+	st.Unsaved = s.Unsaved
 	if !s.Expiry.IsZero() {
 		st.ExpiresAt = &s.Expiry
 	}
@@ -79,13 +94,13 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 		// Unreadable: nothing to revoke, but it is deleted all the same.
 		log.Warn("disconnecting a connection whose token cannot be read", zap.Error(err))
 	}
-	if c.conn != nil {
-		// Revoking the refresh token revokes the grant; without one,
-		// the access token.
-		t, hint := tok.RefreshToken, "refresh_token"
-		if t == "" {
-			t, hint = tok.AccessToken, "access_token"
-		}
+	// Revoking the refresh token revokes the grant; without one, the
+	// access token. A connection that needs authorization has neither.
+	t, hint := tok.RefreshToken, "refresh_token"
+	if t == "" {
+		t, hint = tok.AccessToken, "access_token"
+	}
+	if c.conn != nil && t != "" {
 		_, revokeErr = c.conn.Revoke(ctx, t, hint)
 	}
 	if err := a.keeper.Disconnect(ctx, key); err != nil {

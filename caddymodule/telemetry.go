@@ -28,6 +28,7 @@ type telemetry struct {
 	storeLatency   *prometheus.HistogramVec
 	storeErrors    *prometheus.CounterVec
 	connections    *prometheus.Desc
+	unsaved        *prometheus.Desc
 	expiry         *prometheus.Desc
 }
 
@@ -38,6 +39,7 @@ const (
 	eventRefreshFailed         = "oauthconn.refresh_failed"
 	eventAuthorizationRequired = "oauthconn.authorization_required"
 	eventDisconnected          = "oauthconn.disconnected"
+	eventMisconfigured         = "oauthconn.connector_misconfigured"
 )
 
 func newTelemetry(ctx caddy.Context, cache *tokens.Cache) (*telemetry, error) {
@@ -51,7 +53,7 @@ func newTelemetry(ctx caddy.Context, cache *tokens.Cache) (*telemetry, error) {
 	t.authorizations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "authorizations_total",
 		Help: "Authorization code flows by outcome: started, completed, or the reason they failed."}, []string{"connector", "outcome"})
 	t.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "refreshes_total",
-		Help: "Token refreshes by what triggered them (proactive, 401) and outcome (ok, invalid_grant, transient)."}, []string{"connector", "trigger", "outcome"})
+		Help: "Token refreshes by what triggered them (proactive, 401, admin, keepalive) and outcome (ok: stored; invalid_grant; misconfigured: the client is refused; transient)."}, []string{"connector", "trigger", "outcome"})
 	t.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_401_total",
 		Help: "Upstream 401 answers by outcome: retried, passed_through, authorization_required."}, []string{"connector", "outcome"})
 	t.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "store_request_duration_seconds",
@@ -59,6 +61,7 @@ func newTelemetry(ctx caddy.Context, cache *tokens.Cache) (*telemetry, error) {
 	t.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 		Help: "Token store requests that failed (not counting not-found and check-and-set conflicts)."}, []string{"op"})
 	t.connections = prometheus.NewDesc(ns+"_connections", "Connections in this instance's cache by status.", []string{"connector", "status"}, nil)
+	t.unsaved = prometheus.NewDesc(ns+"_unsaved_connections", "Connections whose refreshed token set this instance holds but the store has not taken yet (being retried).", []string{"connector"}, nil)
 	t.expiry = prometheus.NewDesc(ns+"_token_expiry_seconds", "Seconds until the cached access token of a shared connection expires.", []string{"connector"}, nil)
 	reg := ctx.GetMetricsRegistry()
 	for _, c := range []prometheus.Collector{t.authorizations, t.refreshes, t.retries, t.storeLatency, t.storeErrors, t} {
@@ -75,6 +78,7 @@ func newTelemetry(ctx caddy.Context, cache *tokens.Cache) (*telemetry, error) {
 // Describe implements prometheus.Collector for the cache gauges.
 func (t *telemetry) Describe(ch chan<- *prometheus.Desc) {
 	ch <- t.connections
+	ch <- t.unsaved
 	ch <- t.expiry
 }
 
@@ -82,8 +86,12 @@ func (t *telemetry) Describe(ch chan<- *prometheus.Desc) {
 func (t *telemetry) Collect(ch chan<- prometheus.Metric) {
 	type cs struct{ connector, status string }
 	counts := map[cs]int{}
+	unsaved := map[string]int{}
 	now := time.Now()
 	t.cache.Each(func(s tokens.ConnectionState) {
+		if s.Unsaved {
+			unsaved[s.Key.Connector]++
+		}
 		status := "authorization_required"
 		if s.Connected {
 			status = "connected"
@@ -95,6 +103,9 @@ func (t *telemetry) Collect(ch chan<- prometheus.Metric) {
 	})
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(t.connections, prometheus.GaugeValue, float64(n), k.connector, k.status)
+	}
+	for c, n := range unsaved {
+		ch <- prometheus.MustNewConstMetric(t.unsaved, prometheus.GaugeValue, float64(n), c)
 	}
 }
 
@@ -115,6 +126,9 @@ func (t *telemetry) Refreshed(key tokens.Key, trigger, outcome string) {
 	case "invalid_grant":
 		t.emit(eventRefreshFailed, key, map[string]any{"trigger": trigger, "outcome": outcome})
 		t.emit(eventAuthorizationRequired, key, nil)
+	case "misconfigured":
+		t.emit(eventRefreshFailed, key, map[string]any{"trigger": trigger, "outcome": outcome})
+		t.emit(eventMisconfigured, key, nil)
 	default:
 		t.emit(eventRefreshFailed, key, map[string]any{"trigger": trigger, "outcome": outcome})
 	}

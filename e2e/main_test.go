@@ -177,8 +177,20 @@ func sidecarCaddyfile(prefix, hydraURL, tokenURL string, c hydradev.Client, upst
 	return fmt.Sprintf(caddyfileTemplate, prefix, hydraURL, tokenURL, c.ID, c.Secret, upstream, o.authStyle, o.app, o.connector, o.site, o.options)
 }
 
-// stored reads the connection's token record from Vault.
+// stored reads the connection's token set from Vault: nil when Vault holds
+// none (no record, a tombstone left by a disconnect, or a connection marked
+// as needing authorization).
 func (s *sidecar) stored(t *testing.T, connector string) map[string]any {
+	t.Helper()
+	rec := s.record(t, connector)
+	if rec == nil || rec["state"] != nil {
+		return nil
+	}
+	return rec
+}
+
+// record reads the connection's record from Vault as it is, or nil.
+func (s *sidecar) record(t *testing.T, connector string) map[string]any {
 	t.Helper()
 	sec, err := s.vault.Logical().Read("secret/data/" + s.prefix + "/tokens/" + connector)
 	if err != nil {
