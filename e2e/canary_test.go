@@ -89,7 +89,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	keep(resp, body)
 	f.counter.Echo.Store(http.StatusBadRequest)
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // the connection's first backoff
 	keep(b.as(t, "", s.base+"/demo/items"))
 	keep(b.as(t, "", s.base+"/oauth/connectors"))
 	if f.counter.Count("refresh_token") < 2 {

@@ -22,8 +22,17 @@ func TestDisconnect(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
 	}
-	if meta, err := f.s.vault.Logical().Read("secret/metadata/" + f.s.prefix + "/tokens/demo"); err != nil || meta != nil {
-		t.Fatalf("Vault still holds the connection's metadata (%v, %v)", meta, err)
+	// A tombstone stays (so no writer can mistake a later connection for
+	// this one), without a secret, and no older version keeps the tokens.
+	if rec := f.s.record(t, "demo"); rec["state"] != "disconnected" || rec["access_token"] != nil || rec["refresh_token"] != nil {
+		t.Fatalf("Vault holds %v after disconnect; want a tombstone without secrets", keys(rec))
+	}
+	meta, err := f.s.vault.Logical().Read("secret/metadata/" + f.s.prefix + "/tokens/demo")
+	if err != nil || meta == nil {
+		t.Fatalf("reading metadata: %v", err)
+	}
+	if versions, _ := meta.Data["versions"].(map[string]any); len(versions) != 1 {
+		t.Fatalf("Vault keeps %d versions of a disconnected connection; older ones hold its tokens", len(versions))
 	}
 	if active, err := h.Active(old["access_token"].(string)); err != nil || active {
 		t.Fatalf("access token active after disconnect: %v, %v", active, err)

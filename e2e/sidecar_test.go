@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -279,7 +280,8 @@ func TestPostClientAuth(t *testing.T) {
 
 // TestTokenEndpointOutage: while the token endpoint fails, an expired
 // connection answers 503 with Retry-After and keeps its token in Vault;
-// once the endpoint is back, the next request refreshes and succeeds.
+// once the endpoint is back, the first request after Retry-After refreshes
+// and succeeds.
 func TestTokenEndpointOutage(t *testing.T) {
 	f := newFixture(t, "client_secret_basic")
 	up, counter, s := f.up, f.counter, f.s
@@ -301,6 +303,8 @@ func TestTokenEndpointOutage(t *testing.T) {
 		t.Fatal("a transient failure lost the stored token")
 	}
 	counter.Down.Store(false)
+	wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	time.Sleep(time.Duration(wait) * time.Second)
 	resp, body = app.do(t, "GET", s.base+"/demo/items", "", "")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the outage: %d %s", resp.StatusCode, body)
