@@ -49,7 +49,7 @@ func New(dir string, key []byte) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("filestore: creating %s: %w", dir, err)
 	}
 	return &Store{dir: dir, aead: aead}, nil
@@ -60,6 +60,12 @@ func (s *Store) Location() string { return "file:" + s.dir }
 
 // LoadOrCreateKey reads a base64 key from path, or generates one and writes
 // it there with mode 0600 when the file does not exist yet.
+//
+// A new key is written to a temporary file, flushed to disk, and only then
+// linked into place, and the directory is flushed before the key is
+// returned: records sealed under a key that a crash could lose or leave
+// truncated would be unreadable forever, and a concurrent caller never sees
+// a partly written key file.
 func LoadOrCreateKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -68,24 +74,28 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("filestore: reading key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("filestore: creating key directory: %w", err)
 	}
 	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("filestore: generating key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
+	tmp, err := writeTemp(dir, []byte(base64.StdEncoding.EncodeToString(key)+"\n"))
+	if err != nil {
+		return nil, fmt.Errorf("filestore: writing key file: %w", err)
+	}
+	defer os.Remove(tmp)
+	// A hard link, unlike a rename, fails when the target exists, so two
+	// processes starting at once cannot replace each other's key.
+	if err := os.Link(tmp, path); errors.Is(err, fs.ErrExist) {
 		// Another process created it first: use theirs.
 		return LoadOrCreateKey(path)
-	}
-	if err != nil {
+	} else if err != nil {
 		return nil, fmt.Errorf("filestore: creating key file: %w", err)
 	}
-	_, werr := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
+	if err := syncDir(dir); err != nil {
 		return nil, fmt.Errorf("filestore: writing key file: %w", err)
 	}
 	return key, nil
@@ -192,7 +202,16 @@ func (s *Store) Delete(_ context.Context, p string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err = os.Remove(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("filestore: deleting %s: %w", p, err)
+	}
+	// Flush the removal: a record that comes back after a crash would
+	// resurrect a connection (and its refresh token) the user disconnected.
+	if err := syncDir(filepath.Dir(name)); err != nil {
 		return fmt.Errorf("filestore: deleting %s: %w", p, err)
 	}
 	return nil
@@ -228,27 +247,84 @@ func (s *Store) List(_ context.Context, dir string) ([]string, error) {
 	return names, nil
 }
 
+// writeAtomic replaces the file name with b so that, even across a crash,
+// the file holds either its old or its new content: b goes to a temporary
+// file that is flushed before it is renamed over name, and the directory is
+// flushed after the rename so that the rename itself is on disk.
 func writeAtomic(name string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+	dir := filepath.Dir(name)
+	if err := mkdirAll(dir); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
+	tmp, err := writeTemp(dir, b)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	defer os.Remove(tmp) // no-op once renamed
+	if err := os.Rename(tmp, name); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+	return syncDir(dir)
+}
+
+// writeTemp writes b to a new temporary file (mode 0600) in dir, flushes
+// it to disk, and returns its name.
+func writeTemp(dir string, b []byte) (string, error) {
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	_, werr := f.Write(b)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if err := errors.Join(werr, f.Close()); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// syncDir flushes a directory, which makes the creation, renaming and
+// removal of the files in it durable: fsync on a file covers its content,
+// not its directory entry.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// mkdirAll is os.MkdirAll (mode 0700) that also flushes the parent of every
+// directory it creates, so that a file later made durable in a new
+// directory is not lost with the directory's own entry after a crash.
+func mkdirAll(dir string) error {
+	// Find the directories that do not exist yet, deepest first. Another
+	// process may create some of them meanwhile; flushing an extra parent
+	// then costs nothing but time.
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), name)
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := syncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Interface guard.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
@@ -97,6 +98,77 @@ func TestLoadOrCreateKey(t *testing.T) {
 	}
 	if !bytes.Equal(k1, k2) || len(k1) != KeySize {
 		t.Fatal("second load did not return the generated key")
+	}
+}
+
+// TestLoadOrCreateKeyConcurrently: processes starting at once agree on one
+// key, and none reads a key file that is still being written.
+func TestLoadOrCreateKeyConcurrently(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a", "b", "store.key")
+	const n = 8
+	keys := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keys[i], errs[i] = LoadOrCreateKey(p)
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if !bytes.Equal(keys[i], keys[0]) {
+			t.Fatalf("caller %d got another key", i)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Dir(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "store.key" {
+		t.Fatalf("key directory holds %v, want only store.key", ents)
+	}
+}
+
+// TestWritesLeaveNoTemporaryFiles: a write and a delete leave exactly the
+// record files, in directories created on the way.
+func TestWritesLeaveNoTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(filepath.Join(dir, "new", "records"), bytes.Repeat([]byte{1}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, err := s.Put(ctx, "tokens/a/b", map[string]string{"k": "1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "tokens/a/b", map[string]string{"k": "2"}, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "tokens/a/c", map[string]string{"k": "3"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "tokens/a/c"); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, strings.TrimPrefix(p, dir))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.FromSlash("/new/records/tokens/a/b.rec")
+	if len(files) != 1 || files[0] != want {
+		t.Fatalf("files = %v, want [%s]", files, want)
 	}
 }
 
