@@ -8,13 +8,16 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -117,49 +120,127 @@ func DecodeKey(s string) ([]byte, error) {
 type record struct {
 	Version int               `json:"v"`
 	Data    map[string]string `json:"d"`
+	// Name is the last segment of the record's path. A record stored under
+	// a hashed file name is listed by this name, since the file name
+	// cannot be turned back into it. Records written before names were
+	// stored lack it; their file names are never hashed.
+	Name string `json:"n,omitempty"`
 }
 
-func (s *Store) file(p string) (string, error) {
+// maxName is the longest escaped path segment used as a file or directory
+// name as it is. Linux file systems allow names of up to 255 bytes
+// (NAME_MAX); a record's file adds the 4 bytes of ".rec", and 200 leaves a
+// margin for that suffix and for file systems that encode names into
+// something longer. Longer segments get hashed names (see fileName).
+const maxName = 200
+
+// hashPrefix starts every hashed file name. url.PathEscape always escapes
+// '#', so no plainly named file starts with it and the two kinds of names
+// never collide.
+const hashPrefix = "#"
+
+// fileName returns the file or directory name of one path segment: the
+// segment escaped with url.PathEscape, or, when that is longer than maxName
+// (a subject of 512 bytes, or one whose non-ASCII characters triple in
+// length when escaped), hashPrefix and the hex SHA-256 of the segment.
+func fileName(seg string) (name string, hashed bool) {
+	if e := url.PathEscape(seg); len(e) <= maxName {
+		return e, false
+	}
+	sum := sha256.Sum256([]byte(seg))
+	return hashPrefix + hex.EncodeToString(sum[:]), true
+}
+
+// hashedAAD is the additional data that seals a record stored under a
+// hashed file name: its directory's logical path and its file name. It
+// cannot be the record's logical path, as for other records, because List
+// must decrypt the record to learn that path; the record is still bound to
+// its logical path, because the file name is the digest of the name and
+// read checks the name sealed in the record. The NUL, which kv.Segment
+// refuses in a path, keeps it distinct from any logical path.
+func hashedAAD(dir, file string) string {
+	return dir + "\x00" + file
+}
+
+// location is where a record lives: its file, the additional data its seal
+// is bound to, and the last segment of its logical path.
+type location struct {
+	file   string
+	aad    string
+	name   string
+	hashed bool
+}
+
+func (s *Store) locate(p string) (location, error) {
 	segs := strings.Split(strings.Trim(p, "/"), "/")
+	files := make([]string, len(segs))
 	for i, seg := range segs {
 		if err := kv.Segment(seg); err != nil {
-			return "", fmt.Errorf("filestore: path %q: %w", p, err)
+			return location{}, fmt.Errorf("filestore: path %q: %w", p, err)
 		}
-		segs[i] = url.PathEscape(seg)
+		files[i], _ = fileName(seg)
 	}
-	return filepath.Join(s.dir, filepath.Join(segs...)) + ext, nil
+	last := len(segs) - 1
+	_, hashed := fileName(segs[last])
+	loc := location{
+		file: filepath.Join(s.dir, filepath.Join(files...)) + ext,
+		// Plainly named records have always been sealed with the path
+		// exactly as given; keep it so that existing records stay readable.
+		aad:    p,
+		name:   segs[last],
+		hashed: hashed,
+	}
+	if hashed {
+		loc.aad = hashedAAD(strings.Join(segs[:last], "/"), files[last])
+	}
+	return loc, nil
 }
 
-func (s *Store) read(p string) (record, error) {
-	name, err := s.file(p)
-	if err != nil {
-		return record{}, err
-	}
-	sealed, err := os.ReadFile(name)
+// open reads and decrypts the record file at file, sealed with aad; what
+// names the record in errors.
+func (s *Store) open(file, aad, what string) (record, error) {
+	sealed, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return record{}, kv.ErrNotFound
 	}
 	if err != nil {
-		return record{}, fmt.Errorf("filestore: reading %s: %w", p, err)
+		return record{}, fmt.Errorf("filestore: reading %s: %w", what, err)
 	}
 	n := s.aead.NonceSize()
 	if len(sealed) < n {
-		return record{}, fmt.Errorf("filestore: reading %s: file is truncated", p)
+		return record{}, fmt.Errorf("filestore: reading %s: file is truncated", what)
 	}
-	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(p))
+	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(aad))
 	if err != nil {
-		return record{}, fmt.Errorf("filestore: reading %s: cannot decrypt (wrong key or tampered file)", p)
+		return record{}, fmt.Errorf("filestore: reading %s: cannot decrypt (wrong key or tampered file)", what)
 	}
 	var rec record
 	if err := json.Unmarshal(plain, &rec); err != nil {
-		return record{}, fmt.Errorf("filestore: reading %s: decoding: %w", p, err)
+		return record{}, fmt.Errorf("filestore: reading %s: decoding: %w", what, err)
+	}
+	return rec, nil
+}
+
+func (s *Store) read(loc location, p string) (record, error) {
+	rec, err := s.open(loc.file, loc.aad, p)
+	if err != nil {
+		return record{}, err
+	}
+	// A hashed record must name itself; any record that names itself must
+	// name this path.
+	if (loc.hashed || rec.Name != "") && rec.Name != loc.name {
+		return record{}, fmt.Errorf("filestore: reading %s: the file holds another record (tampered file)", p)
 	}
 	return rec, nil
 }
 
 // Get implements kv.Store.
 func (s *Store) Get(_ context.Context, p string) (kv.Entry, error) {
-	rec, err := s.read(p)
+	loc, err := s.locate(p)
+	if err != nil {
+		return kv.Entry{}, err
+	}
+	rec, err := s.read(loc, p)
 	if err != nil {
 		return kv.Entry{}, err
 	}
@@ -168,16 +249,20 @@ func (s *Store) Get(_ context.Context, p string) (kv.Entry, error) {
 
 // Put implements kv.Store.
 func (s *Store) Put(_ context.Context, p string, data map[string]string, cas int) (int, error) {
+	loc, err := s.locate(p)
+	if err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, err := s.read(p)
+	cur, err := s.read(loc, p)
 	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return 0, err
 	}
 	if cur.Version != cas {
 		return 0, fmt.Errorf("filestore: writing %s: %w", p, kv.ErrConflict)
 	}
-	next := record{Version: cur.Version + 1, Data: data}
+	next := record{Version: cur.Version + 1, Data: data, Name: loc.name}
 	plain, err := json.Marshal(next)
 	if err != nil {
 		return 0, fmt.Errorf("filestore: writing %s: %w", p, err)
@@ -186,9 +271,8 @@ func (s *Store) Put(_ context.Context, p string, data map[string]string, cas int
 	if _, err := rand.Read(nonce); err != nil {
 		return 0, fmt.Errorf("filestore: writing %s: %w", p, err)
 	}
-	sealed := s.aead.Seal(nonce, nonce, plain, []byte(p))
-	name, _ := s.file(p) // validated by read
-	if err := writeAtomic(name, sealed); err != nil {
+	sealed := s.aead.Seal(nonce, nonce, plain, []byte(loc.aad))
+	if err := writeAtomic(loc.file, sealed); err != nil {
 		return 0, fmt.Errorf("filestore: writing %s: %w", p, err)
 	}
 	return next.Version, nil
@@ -196,10 +280,11 @@ func (s *Store) Put(_ context.Context, p string, data map[string]string, cas int
 
 // Delete implements kv.Store.
 func (s *Store) Delete(_ context.Context, p string) error {
-	name, err := s.file(p)
+	loc, err := s.locate(p)
 	if err != nil {
 		return err
 	}
+	name := loc.file
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err = os.Remove(name)
@@ -217,15 +302,17 @@ func (s *Store) Delete(_ context.Context, p string) error {
 	return nil
 }
 
-// List implements kv.Store.
+// List implements kv.Store. Plainly named records are listed by their
+// unescaped file names; records under hashed names are decrypted to read the
+// names sealed in them.
 func (s *Store) List(_ context.Context, dir string) ([]string, error) {
 	d := s.dir
 	if dir = strings.Trim(dir, "/"); dir != "" {
-		name, err := s.file(dir)
+		loc, err := s.locate(dir)
 		if err != nil {
 			return nil, err
 		}
-		d = strings.TrimSuffix(name, ext)
+		d = strings.TrimSuffix(loc.file, ext)
 	}
 	ents, err := os.ReadDir(d)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -240,9 +327,24 @@ func (s *Store) List(_ context.Context, dir string) ([]string, error) {
 		if !ok || e.IsDir() {
 			continue
 		}
-		if un, err := url.PathUnescape(n); err == nil {
-			names = append(names, un)
+		if !strings.HasPrefix(n, hashPrefix) {
+			if un, err := url.PathUnescape(n); err == nil {
+				names = append(names, un)
+			}
+			continue
 		}
+		what := path.Join(dir, n)
+		rec, err := s.open(filepath.Join(d, e.Name()), hashedAAD(dir, n), what)
+		if errors.Is(err, kv.ErrNotFound) {
+			continue // deleted since ReadDir
+		}
+		if err != nil {
+			return nil, err
+		}
+		if f, hashed := fileName(rec.Name); !hashed || f != n || kv.Segment(rec.Name) != nil {
+			return nil, fmt.Errorf("filestore: listing %s: %s holds another record (tampered file)", dir, what)
+		}
+		names = append(names, rec.Name)
 	}
 	return names, nil
 }
