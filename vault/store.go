@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -32,7 +34,24 @@ type Config struct {
 	Namespace string
 	// Auth is how to log in (default: the token).
 	Auth Auth
+	// Timeout bounds each call to Vault, its retries included, so that an
+	// unreachable or hung Vault fails a caller quickly rather than holding
+	// it (Vault's client waits 60 seconds by default). Zero: the
+	// VAULT_CLIENT_TIMEOUT environment variable if set, else
+	// DefaultTimeout. It must not be negative.
+	Timeout time.Duration
+	// MaxRetries is how many times a call that failed with a server error
+	// (5xx) or could not connect is retried, each after a wait of about a
+	// second. Zero: the VAULT_MAX_RETRIES environment variable if set, else
+	// DefaultMaxRetries. Negative: no retries.
+	MaxRetries int
 }
+
+// DefaultTimeout is the Timeout of a Config that sets none.
+const DefaultTimeout = 5 * time.Second
+
+// DefaultMaxRetries is the MaxRetries of a Config that sets none.
+const DefaultMaxRetries = 1
 
 // Store is a kv.Store on Vault KV v2. It is safe for concurrent use.
 type Store struct {
@@ -54,6 +73,25 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
+	}
+	// api.DefaultConfig has read VAULT_CLIENT_TIMEOUT and VAULT_MAX_RETRIES;
+	// an explicit setting wins over them, and our defaults replace the
+	// client's own, which let one call last minutes.
+	switch {
+	case cfg.Timeout < 0:
+		return nil, errors.New("vault: the timeout must not be negative")
+	case cfg.Timeout > 0:
+		vc.Timeout = cfg.Timeout
+	case os.Getenv(api.EnvVaultClientTimeout) == "":
+		vc.Timeout = DefaultTimeout
+	}
+	switch {
+	case cfg.MaxRetries < 0:
+		vc.MaxRetries = 0
+	case cfg.MaxRetries > 0:
+		vc.MaxRetries = cfg.MaxRetries
+	case os.Getenv(api.EnvVaultMaxRetries) == "":
+		vc.MaxRetries = DefaultMaxRetries
 	}
 	client, err := api.NewClient(vc)
 	if err != nil {
