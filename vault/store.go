@@ -1,7 +1,8 @@
 // Package vault keeps caddy-oauthconn's records in HashiCorp Vault's KV
-// version 2 secrets engine. Every write is a check-and-set write, and deletes
-// remove a record's metadata so that no old version (an old refresh token,
-// say) lingers in the secret's history.
+// version 2 secrets engine. Every write is a check-and-set write. A record
+// keeps only its current version (its max_versions is set when the store
+// creates it), and deletes remove a record's metadata, so that no old
+// version (an old refresh token, say) lingers in the secret's history.
 package vault
 
 import (
@@ -12,9 +13,11 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
 )
@@ -45,7 +48,20 @@ type Config struct {
 	// second. Zero: the VAULT_MAX_RETRIES environment variable if set, else
 	// DefaultMaxRetries. Negative: no retries.
 	MaxRetries int
+	// MaxVersions is how many versions of a record Vault keeps; the store
+	// writes it to a record's metadata when it creates the record. Vault
+	// keeps the larger of this and the mount's own max_versions, so it only
+	// has an effect on mounts that do not set a larger one. Zero:
+	// DefaultMaxVersions. It must not be negative.
+	MaxVersions int
 }
+
+// DefaultMaxVersions is the MaxVersions of a Config that sets none. Only
+// the current version of a record is ever needed: every write is a
+// check-and-set against the current version, and nothing reads an older
+// one. Superseded versions would only keep old tokens, refresh tokens that
+// some providers leave valid among them, in the secret's history.
+const DefaultMaxVersions = 1
 
 // DefaultTimeout is the Timeout of a Config that sets none.
 const DefaultTimeout = 5 * time.Second
@@ -55,17 +71,28 @@ const DefaultMaxRetries = 1
 
 // Store is a kv.Store on Vault KV v2. It is safe for concurrent use.
 type Store struct {
-	auth   Auth
-	client *api.Client
-	kv     *api.KVv2
-	mount  string
-	prefix string
+	auth        Auth
+	client      *api.Client
+	kv          *api.KVv2
+	mount       string
+	prefix      string
+	maxVersions int
+
+	// log is set by Start; until then nothing is logged.
+	log atomic.Pointer[zap.Logger]
 }
 
 // New makes a Store. It does not contact Vault.
 func New(cfg Config) (*Store, error) {
 	if err := cfg.Auth.Validate(); err != nil {
 		return nil, err
+	}
+	maxVersions := cfg.MaxVersions
+	switch {
+	case maxVersions < 0:
+		return nil, errors.New("vault: max_versions must not be negative")
+	case maxVersions == 0:
+		maxVersions = DefaultMaxVersions
 	}
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
@@ -115,7 +142,14 @@ func New(cfg Config) (*Store, error) {
 		// Until the first login, no token: not VAULT_TOKEN's.
 		client.ClearToken()
 	}
-	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix}, nil
+	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix, maxVersions: maxVersions}, nil
+}
+
+func (s *Store) logger() *zap.Logger {
+	if l := s.log.Load(); l != nil {
+		return l
+	}
+	return zap.NewNop()
 }
 
 // Client returns the underlying Vault client.
@@ -177,7 +211,25 @@ func (s *Store) Put(ctx context.Context, p string, data map[string]string, cas i
 	if sec == nil || sec.VersionMetadata == nil {
 		return 0, fmt.Errorf("vault: writing %s: response carries no version", p)
 	}
+	if cas == 0 {
+		s.limitVersions(ctx, p)
+	}
 	return sec.VersionMetadata.Version, nil
+}
+
+// limitVersions sets the max_versions of the record just created at p, so
+// that Vault drops superseded versions (see DefaultMaxVersions). Setting it
+// once, at creation, is enough: it stays until the record is deleted with
+// its metadata. The record is written already, so a failure does not fail
+// the write: it is logged, and the record keeps the mount's max_versions.
+func (s *Store) limitVersions(ctx context.Context, p string) {
+	// A write of max_versions alone leaves the metadata's other settings
+	// as they are, unlike api.KVv2.PutMetadata, which resets them.
+	_, err := s.client.Logical().WriteWithContext(ctx, s.mount+"/metadata/"+s.full(p), map[string]any{"max_versions": s.maxVersions})
+	if err != nil {
+		s.logger().Warn("could not limit the versions Vault keeps of a new record; it keeps the mount's max_versions",
+			zap.String("path", p), zap.Int("max_versions", s.maxVersions), zap.Error(cleanErr(err)))
+	}
 }
 
 // Delete implements kv.Store by deleting the secret's metadata, which removes
