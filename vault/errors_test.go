@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -13,6 +14,27 @@ import (
 func vaultError(status int, messages ...string) error {
 	re := &api.ResponseError{HTTPMethod: http.MethodGet, URL: "http://vault.test/v1/secret/data/caddy-oauthconn/tokens/demo", StatusCode: status, Errors: messages}
 	return fmt.Errorf("error encountered while reading secret at secret/data/caddy-oauthconn/tokens/demo: %w", re)
+}
+
+func TestIsMissingVersionData(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"vault's answer", vaultError(500, "1 error occurred:\n\t* could not find version data\n\n"), true},
+		{"unwrapped", &api.ResponseError{StatusCode: 500, Errors: []string{"could not find version data"}}, true},
+		{"another message", vaultError(500, "internal error"), false},
+		{"another status", vaultError(400, "could not find version data"), false},
+		{"no messages", vaultError(500), false},
+		{"not a response", errors.New("could not find version data"), false},
+		{"nil", nil, false},
+	}
+	for _, tt := range tests {
+		if got := isMissingVersionData(tt.err); got != tt.want {
+			t.Errorf("%s: isMissingVersionData = %t, want %t", tt.name, got, tt.want)
+		}
+	}
 }
 
 func TestIsCASMismatch(t *testing.T) {

@@ -172,6 +172,9 @@ func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
 	if errors.Is(err, api.ErrSecretNotFound) {
 		return kv.Entry{}, kv.ErrNotFound
 	}
+	if isMissingVersionData(err) {
+		return s.missingVersionData(ctx, p)
+	}
 	if err != nil {
 		return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, cleanErr(err))
 	}
@@ -232,6 +235,22 @@ func (s *Store) limitVersions(ctx context.Context, p string) {
 	}
 }
 
+// missingVersionData answers Get for a record whose metadata names a current
+// version whose data is gone, as a delete interrupted half way leaves it: the
+// record is absent, at the version that a check-and-set write must name to
+// replace it. Without this, every read of the record would fail and nothing
+// would ever write it again; with it, the next write repairs it.
+func (s *Store) missingVersionData(ctx context.Context, p string) (kv.Entry, error) {
+	md, err := s.kv.GetMetadata(ctx, s.full(p))
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return kv.Entry{}, kv.ErrNotFound // deleted meanwhile
+	}
+	if err != nil {
+		return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, cleanErr(err))
+	}
+	return kv.Entry{Version: md.CurrentVersion}, kv.ErrNotFound
+}
+
 // Delete implements kv.Store by deleting the secret's metadata, which removes
 // every version.
 func (s *Store) Delete(ctx context.Context, p string) error {
@@ -279,6 +298,22 @@ func isCASMismatch(err error) bool {
 	}
 	for _, e := range re.Errors {
 		if strings.Contains(e, "check-and-set") {
+			return true
+		}
+	}
+	return false
+}
+
+// isMissingVersionData reports whether err is Vault KV v2's answer to a read
+// of a record whose current version has metadata but no data: status 500
+// and "could not find version data".
+func isMissingVersionData(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusInternalServerError {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, "could not find version data") {
 			return true
 		}
 	}

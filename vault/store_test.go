@@ -119,7 +119,8 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 		}
 		return s
 	})
-	// A record created through the policy keeps one version.
+	// A record created through the policy keeps one version, and the
+	// policy allows reading the metadata that repairs a record.
 	bound, err := New(Config{Address: env.Addr, Token: token, Prefix: fmt.Sprintf("caddy-oauthconn/policy-%d-%d", time.Now().UnixNano(), prefixes.Add(1))})
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +135,9 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 	}
 	if md.MaxVersions != 1 {
 		t.Fatalf("max_versions of a record created through the policy = %d, want 1", md.MaxVersions)
+	}
+	if _, err := bound.kv.GetMetadata(ctx, bound.full("tokens/demo")); err != nil {
+		t.Fatalf("reading metadata through the policy: %v", err)
 	}
 	outside, _ := New(Config{Address: env.Addr, Token: token, Prefix: "someone-else"})
 	if _, err := outside.Put(context.Background(), "tokens/x", map[string]string{"a": "b"}, 0); err == nil || !strings.Contains(err.Error(), "403") {
@@ -222,5 +226,43 @@ path "secret/metadata/caddy-oauthconn/*" { capabilities = ["list", "delete"] }
 	}
 	if !strings.Contains(text, "403") || strings.Contains(text, token) {
 		t.Fatalf("warning %q: want status 403 and no token", text)
+	}
+}
+
+// TestDeletedLatestVersion: a record whose latest version was deleted or
+// destroyed outside the store reads as missing, at the version that a
+// check-and-set write replaces.
+func TestDeletedLatestVersion(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	v, err := s.Put(ctx, "tokens/demo", map[string]string{"a": "1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err = s.Put(ctx, "tokens/demo", map[string]string{"a": "2"}, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.kv.Delete(ctx, s.full("tokens/demo")); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Get(ctx, "tokens/demo")
+	if !errors.Is(err, kv.ErrNotFound) || e.Version != v {
+		t.Fatalf("Get of a deleted version = %+v, %v; want not found at version %d", e, err, v)
+	}
+	if v, err = s.Put(ctx, "tokens/demo", map[string]string{"a": "3"}, e.Version); err != nil {
+		t.Fatalf("write over a deleted version: %v", err)
+	}
+	if err := s.kv.Destroy(ctx, s.full("tokens/demo"), []int{v}); err != nil {
+		t.Fatal(err)
+	}
+	e, err = s.Get(ctx, "tokens/demo")
+	if !errors.Is(err, kv.ErrNotFound) || e.Version != v {
+		t.Fatalf("Get of a destroyed version = %+v, %v; want not found at version %d", e, err, v)
+	}
+	if _, err := s.Put(ctx, "tokens/demo", map[string]string{"a": "4"}, e.Version); err != nil {
+		t.Fatalf("write over a destroyed version: %v", err)
+	}
+	if e, err := s.Get(ctx, "tokens/demo"); err != nil || e.Data["a"] != "4" {
+		t.Fatalf("Get = %+v, %v", e, err)
 	}
 }
