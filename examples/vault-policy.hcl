@@ -1,7 +1,11 @@
 # Least-privilege Vault policy for caddy-oauthconn with
 #   store vault { mount secret; prefix caddy-oauthconn }
-# Records are written with check-and-set and deleted with all their versions
-# (metadata delete); nothing else of Vault is needed.
+# Records are read and written with check-and-set (data: create, read,
+# update). On metadata: a new record's max_versions is set right after its
+# first write, when its metadata exists (update; create is not needed);
+# the current version is read to repair a record whose data went missing
+# (read); records are listed (list) and deleted with all their versions
+# (delete). Nothing else of Vault is needed.
 #
 #   vault policy write caddy-oauthconn examples/vault-policy.hcl
 
@@ -10,5 +14,5 @@ path "secret/data/caddy-oauthconn/*" {
 }
 
 path "secret/metadata/caddy-oauthconn/*" {
-  capabilities = ["list", "delete"]
+  capabilities = ["read", "update", "list", "delete"]
 }

@@ -3,9 +3,17 @@ package filestore
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
@@ -100,6 +108,77 @@ func TestLoadOrCreateKey(t *testing.T) {
 	}
 }
 
+// TestLoadOrCreateKeyConcurrently: processes starting at once agree on one
+// key, and none reads a key file that is still being written.
+func TestLoadOrCreateKeyConcurrently(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a", "b", "store.key")
+	const n = 8
+	keys := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keys[i], errs[i] = LoadOrCreateKey(p)
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if !bytes.Equal(keys[i], keys[0]) {
+			t.Fatalf("caller %d got another key", i)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Dir(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "store.key" {
+		t.Fatalf("key directory holds %v, want only store.key", ents)
+	}
+}
+
+// TestWritesLeaveNoTemporaryFiles: a write and a delete leave exactly the
+// record files, in directories created on the way.
+func TestWritesLeaveNoTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(filepath.Join(dir, "new", "records"), bytes.Repeat([]byte{1}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, err := s.Put(ctx, "tokens/a/b", map[string]string{"k": "1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "tokens/a/b", map[string]string{"k": "2"}, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "tokens/a/c", map[string]string{"k": "3"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "tokens/a/c"); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, strings.TrimPrefix(p, dir))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.FromSlash("/new/records/tokens/a/b.rec")
+	if len(files) != 1 || files[0] != want {
+		t.Fatalf("files = %v, want [%s]", files, want)
+	}
+}
+
 func TestDecodeKey(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -124,5 +203,203 @@ func TestPathSegmentsAreChecked(t *testing.T) {
 		if _, err := s.Put(context.Background(), p, map[string]string{}, 0); err == nil {
 			t.Errorf("Put(%q) succeeded", p)
 		}
+	}
+}
+
+// subjectPath is the record path of a per-user connection, built as package
+// tokens builds it: the subject escaped into one segment.
+func subjectPath(subject string) string {
+	return "tokens/demo/" + url.PathEscape(subject)
+}
+
+// TestLongSubjects: the longest subjects the proxy accepts (512 bytes;
+// non-ASCII characters, escaped twice on the way to a file name, grow 5x)
+// are stored under hashed file names and behave like any other record.
+func TestLongSubjects(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(dir, bytes.Repeat([]byte{1}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	subjects := []string{
+		strings.Repeat("a", 512),
+		strings.Repeat("€", 170), // 3 bytes each: 510 bytes
+		"alice",
+		"#" + strings.Repeat("0", 64), // looks like a hashed name, but short
+	}
+	want := make([]string, len(subjects))
+	for i, sub := range subjects {
+		p := subjectPath(sub)
+		want[i] = path.Base(p)
+		v, err := s.Put(ctx, p, map[string]string{"access_token": fmt.Sprint("t", i)}, 0)
+		if err != nil {
+			t.Fatalf("Put %d: %v", i, err)
+		}
+		if _, err := s.Put(ctx, p, map[string]string{"access_token": fmt.Sprint("u", i)}, v); err != nil {
+			t.Fatalf("update %d: %v", i, err)
+		}
+	}
+	if _, err := s.Put(ctx, "tokens/demo", map[string]string{"shared": "1"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, sub := range subjects {
+		e, err := s.Get(ctx, subjectPath(sub))
+		if err != nil {
+			t.Fatalf("Get %d: %v", i, err)
+		}
+		if e.Version != 2 || e.Data["access_token"] != fmt.Sprint("u", i) {
+			t.Fatalf("Get %d = %+v", i, e)
+		}
+	}
+	hashedFiles := 0
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && len(d.Name()) > maxName+len(ext) {
+			t.Errorf("file name of %d bytes: %s", len(d.Name()), p)
+		}
+		if err == nil && strings.HasPrefix(d.Name(), hashPrefix) {
+			hashedFiles++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hashedFiles != 2 {
+		t.Fatalf("%d hashed file names, want 2 (the long subjects)", hashedFiles)
+	}
+	names, err := s.List(ctx, "tokens/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	slices.Sort(want)
+	if !slices.Equal(names, want) {
+		t.Fatalf("List = %q\nwant %q", names, want)
+	}
+	for i, sub := range subjects[:2] {
+		if err := s.Delete(ctx, subjectPath(sub)); err != nil {
+			t.Fatalf("Delete %d: %v", i, err)
+		}
+		if _, err := s.Get(ctx, subjectPath(sub)); !errors.Is(err, kv.ErrNotFound) {
+			t.Fatalf("Get %d after Delete: err = %v", i, err)
+		}
+	}
+	names, err = s.List(ctx, "tokens/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	left := []string{path.Base(subjectPath(subjects[2])), path.Base(subjectPath(subjects[3]))}
+	slices.Sort(left)
+	if !slices.Equal(names, left) {
+		t.Fatalf("List after deletes = %q, want %q", names, left)
+	}
+}
+
+// TestLongDirectory: a long segment in the middle of a path names a
+// directory the same way, and listing it works.
+func TestLongDirectory(t *testing.T) {
+	s, _ := New(t.TempDir(), bytes.Repeat([]byte{1}, KeySize))
+	ctx := context.Background()
+	long := strings.Repeat("é", 200)
+	for _, p := range []string{"x/" + long + "/one", "x/" + long + "/" + long} {
+		if _, err := s.Put(ctx, p, map[string]string{"a": "b"}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := s.List(ctx, "x/"+long)
+	slices.Sort(names)
+	if err != nil || !slices.Equal(names, []string{"one", long}) {
+		t.Fatalf("List = %q, %v", names, err)
+	}
+	if names, err := s.List(ctx, "x"); err != nil || len(names) != 0 {
+		t.Fatalf("List(x) = %q, %v; want nothing", names, err)
+	}
+}
+
+func TestFileNameLength(t *testing.T) {
+	if n, hashed := fileName(strings.Repeat("a", maxName)); hashed || n != strings.Repeat("a", maxName) {
+		t.Errorf("a %d-byte segment was hashed", maxName)
+	}
+	n, hashed := fileName(strings.Repeat("a", maxName+1))
+	if !hashed || !strings.HasPrefix(n, hashPrefix) || len(n) != len(hashPrefix)+64 {
+		t.Errorf("a %d-byte segment is stored as %q", maxName+1, n)
+	}
+	// The escaped length counts: 67 characters of 3 bytes escape to 201.
+	if _, hashed := fileName(strings.Repeat("€", 67)); !hashed {
+		t.Error("a segment escaping to 201 bytes was not hashed")
+	}
+}
+
+// TestHashedRecordsAreBound: a hashed record copied over another hashed
+// record, or into another directory, is refused by Get and by List.
+func TestHashedRecordsAreBound(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := New(dir, bytes.Repeat([]byte{1}, KeySize))
+	ctx := context.Background()
+	a, b := strings.Repeat("a", 300), strings.Repeat("b", 300)
+	for _, p := range []string{"d/" + a, "d/" + b, "e/" + a} {
+		if _, err := s.Put(ctx, p, map[string]string{"who": p[:3]}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fa, _ := fileName(a)
+	fb, _ := fileName(b)
+	copyFile := func(from, to string) {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(dir, from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, to), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile("d/"+fa+ext, "d/"+fb+ext)
+	if _, err := s.Get(ctx, "d/"+b); err == nil || !strings.Contains(err.Error(), "tampered") {
+		t.Fatalf("Get of a record copied over another: err = %v", err)
+	}
+	if _, err := s.List(ctx, "d"); err == nil {
+		t.Fatal("List accepted a record copied over another")
+	}
+	copyFile("d/"+fa+ext, "e/"+fa+ext)
+	if _, err := s.Get(ctx, "e/"+a); err == nil {
+		t.Fatal("Get accepted a record moved to another directory")
+	}
+}
+
+// TestRecordsWithoutNames: records written before records carried their
+// names stay readable, writable and listed.
+func TestRecordsWithoutNames(t *testing.T) {
+	dir := t.TempDir()
+	key := bytes.Repeat([]byte{1}, KeySize)
+	s, _ := New(dir, key)
+	ctx := context.Background()
+	// Seal a record exactly as earlier versions did: no name, the path as
+	// additional data.
+	block, _ := aes.NewCipher(key)
+	aead, _ := cipher.NewGCM(block)
+	plain := []byte(`{"v":3,"d":{"access_token":"old"}}`)
+	nonce := make([]byte, aead.NonceSize())
+	sealed := aead.Seal(nonce, nonce, plain, []byte("tokens/demo/alice"))
+	if err := os.MkdirAll(filepath.Join(dir, "tokens", "demo"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokens", "demo", "alice.rec"), sealed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Get(ctx, "tokens/demo/alice")
+	if err != nil || e.Version != 3 || e.Data["access_token"] != "old" {
+		t.Fatalf("Get = %+v, %v", e, err)
+	}
+	if names, err := s.List(ctx, "tokens/demo"); err != nil || !slices.Equal(names, []string{"alice"}) {
+		t.Fatalf("List = %q, %v", names, err)
+	}
+	if _, err := s.Put(ctx, "tokens/demo/alice", map[string]string{"access_token": "new"}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.Get(ctx, "tokens/demo/alice"); err != nil || e.Version != 4 || e.Data["access_token"] != "new" {
+		t.Fatalf("Get after update = %+v, %v", e, err)
 	}
 }

@@ -92,11 +92,13 @@ func (a Auth) loginMethod() (api.AuthMethod, error) {
 // token file when it changes, or logs in with AppRole or Kubernetes,
 // renews the token with Vault's LifetimeWatcher, and logs in again when it
 // reaches its maximum TTL or is revoked. It waits up to wait for the first
-// login. Errors are logged without any credential.
+// login. Errors are logged without any credential. The store also logs to
+// log what it cannot report through a call's error.
 func (s *Store) Start(ctx context.Context, log *zap.Logger, wait time.Duration) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	s.log.Store(log)
 	switch s.auth.Method {
 	case "", "token":
 		return nil

@@ -1,7 +1,8 @@
 // Package vault keeps caddy-oauthconn's records in HashiCorp Vault's KV
-// version 2 secrets engine. Every write is a check-and-set write, and deletes
-// remove a record's metadata so that no old version (an old refresh token,
-// say) lingers in the secret's history.
+// version 2 secrets engine. Every write is a check-and-set write. A record
+// keeps only its current version (its max_versions is set when the store
+// creates it), and deletes remove a record's metadata, so that no old
+// version (an old refresh token, say) lingers in the secret's history.
 package vault
 
 import (
@@ -9,10 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
 )
@@ -32,15 +37,49 @@ type Config struct {
 	Namespace string
 	// Auth is how to log in (default: the token).
 	Auth Auth
+	// Timeout bounds each call to Vault, its retries included, so that an
+	// unreachable or hung Vault fails a caller quickly rather than holding
+	// it (Vault's client waits 60 seconds by default). Zero: the
+	// VAULT_CLIENT_TIMEOUT environment variable if set, else
+	// DefaultTimeout. It must not be negative.
+	Timeout time.Duration
+	// MaxRetries is how many times a call that failed with a server error
+	// (5xx) or could not connect is retried, each after a wait of about a
+	// second. Zero: the VAULT_MAX_RETRIES environment variable if set, else
+	// DefaultMaxRetries. Negative: no retries.
+	MaxRetries int
+	// MaxVersions is how many versions of a record Vault keeps; the store
+	// writes it to a record's metadata when it creates the record. Vault
+	// keeps the larger of this and the mount's own max_versions, so it only
+	// has an effect on mounts that do not set a larger one. Zero:
+	// DefaultMaxVersions. It must not be negative.
+	MaxVersions int
 }
+
+// DefaultMaxVersions is the MaxVersions of a Config that sets none. Only
+// the current version of a record is ever needed: every write is a
+// check-and-set against the current version, and nothing reads an older
+// one. Superseded versions would only keep old tokens, refresh tokens that
+// some providers leave valid among them, in the secret's history.
+const DefaultMaxVersions = 1
+
+// DefaultTimeout is the Timeout of a Config that sets none.
+const DefaultTimeout = 5 * time.Second
+
+// DefaultMaxRetries is the MaxRetries of a Config that sets none.
+const DefaultMaxRetries = 1
 
 // Store is a kv.Store on Vault KV v2. It is safe for concurrent use.
 type Store struct {
-	auth   Auth
-	client *api.Client
-	kv     *api.KVv2
-	mount  string
-	prefix string
+	auth        Auth
+	client      *api.Client
+	kv          *api.KVv2
+	mount       string
+	prefix      string
+	maxVersions int
+
+	// log is set by Start; until then nothing is logged.
+	log atomic.Pointer[zap.Logger]
 }
 
 // New makes a Store. It does not contact Vault.
@@ -48,12 +87,38 @@ func New(cfg Config) (*Store, error) {
 	if err := cfg.Auth.Validate(); err != nil {
 		return nil, err
 	}
+	maxVersions := cfg.MaxVersions
+	switch {
+	case maxVersions < 0:
+		return nil, errors.New("vault: max_versions must not be negative")
+	case maxVersions == 0:
+		maxVersions = DefaultMaxVersions
+	}
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("vault: reading environment: %w", vc.Error)
 	}
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
+	}
+	// api.DefaultConfig has read VAULT_CLIENT_TIMEOUT and VAULT_MAX_RETRIES;
+	// an explicit setting wins over them, and our defaults replace the
+	// client's own, which let one call last minutes.
+	switch {
+	case cfg.Timeout < 0:
+		return nil, errors.New("vault: the timeout must not be negative")
+	case cfg.Timeout > 0:
+		vc.Timeout = cfg.Timeout
+	case os.Getenv(api.EnvVaultClientTimeout) == "":
+		vc.Timeout = DefaultTimeout
+	}
+	switch {
+	case cfg.MaxRetries < 0:
+		vc.MaxRetries = 0
+	case cfg.MaxRetries > 0:
+		vc.MaxRetries = cfg.MaxRetries
+	case os.Getenv(api.EnvVaultMaxRetries) == "":
+		vc.MaxRetries = DefaultMaxRetries
 	}
 	client, err := api.NewClient(vc)
 	if err != nil {
@@ -77,7 +142,14 @@ func New(cfg Config) (*Store, error) {
 		// Until the first login, no token: not VAULT_TOKEN's.
 		client.ClearToken()
 	}
-	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix}, nil
+	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix, maxVersions: maxVersions}, nil
+}
+
+func (s *Store) logger() *zap.Logger {
+	if l := s.log.Load(); l != nil {
+		return l
+	}
+	return zap.NewNop()
 }
 
 // Client returns the underlying Vault client.
@@ -99,6 +171,9 @@ func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
 	sec, err := s.kv.Get(ctx, s.full(p))
 	if errors.Is(err, api.ErrSecretNotFound) {
 		return kv.Entry{}, kv.ErrNotFound
+	}
+	if isMissingVersionData(err) {
+		return s.missingVersionData(ctx, p)
 	}
 	if err != nil {
 		return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, cleanErr(err))
@@ -139,7 +214,41 @@ func (s *Store) Put(ctx context.Context, p string, data map[string]string, cas i
 	if sec == nil || sec.VersionMetadata == nil {
 		return 0, fmt.Errorf("vault: writing %s: response carries no version", p)
 	}
+	if cas == 0 {
+		s.limitVersions(ctx, p)
+	}
 	return sec.VersionMetadata.Version, nil
+}
+
+// limitVersions sets the max_versions of the record just created at p, so
+// that Vault drops superseded versions (see DefaultMaxVersions). Setting it
+// once, at creation, is enough: it stays until the record is deleted with
+// its metadata. The record is written already, so a failure does not fail
+// the write: it is logged, and the record keeps the mount's max_versions.
+func (s *Store) limitVersions(ctx context.Context, p string) {
+	// A write of max_versions alone leaves the metadata's other settings
+	// as they are, unlike api.KVv2.PutMetadata, which resets them.
+	_, err := s.client.Logical().WriteWithContext(ctx, s.mount+"/metadata/"+s.full(p), map[string]any{"max_versions": s.maxVersions})
+	if err != nil {
+		s.logger().Warn("could not limit the versions Vault keeps of a new record; it keeps the mount's max_versions",
+			zap.String("path", p), zap.Int("max_versions", s.maxVersions), zap.Error(cleanErr(err)))
+	}
+}
+
+// missingVersionData answers Get for a record whose metadata names a current
+// version whose data is gone, as a delete interrupted half way leaves it: the
+// record is absent, at the version that a check-and-set write must name to
+// replace it. Without this, every read of the record would fail and nothing
+// would ever write it again; with it, the next write repairs it.
+func (s *Store) missingVersionData(ctx context.Context, p string) (kv.Entry, error) {
+	md, err := s.kv.GetMetadata(ctx, s.full(p))
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return kv.Entry{}, kv.ErrNotFound // deleted meanwhile
+	}
+	if err != nil {
+		return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, cleanErr(err))
+	}
+	return kv.Entry{Version: md.CurrentVersion}, kv.ErrNotFound
 }
 
 // Delete implements kv.Store by deleting the secret's metadata, which removes
@@ -189,6 +298,22 @@ func isCASMismatch(err error) bool {
 	}
 	for _, e := range re.Errors {
 		if strings.Contains(e, "check-and-set") {
+			return true
+		}
+	}
+	return false
+}
+
+// isMissingVersionData reports whether err is Vault KV v2's answer to a read
+// of a record whose current version has metadata but no data: status 500
+// and "could not find version data".
+func isMissingVersionData(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusInternalServerError {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, "could not find version data") {
 			return true
 		}
 	}

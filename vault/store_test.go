@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
@@ -117,8 +119,150 @@ func TestLeastPrivilegePolicy(t *testing.T) {
 		}
 		return s
 	})
+	// A record created through the policy keeps one version, and the
+	// policy allows reading the metadata that repairs a record.
+	bound, err := New(Config{Address: env.Addr, Token: token, Prefix: fmt.Sprintf("caddy-oauthconn/policy-%d-%d", time.Now().UnixNano(), prefixes.Add(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := bound.Put(ctx, "tokens/demo", map[string]string{"a": "b"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	md, err := root.kv.GetMetadata(ctx, bound.full("tokens/demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.MaxVersions != 1 {
+		t.Fatalf("max_versions of a record created through the policy = %d, want 1", md.MaxVersions)
+	}
+	if _, err := bound.kv.GetMetadata(ctx, bound.full("tokens/demo")); err != nil {
+		t.Fatalf("reading metadata through the policy: %v", err)
+	}
 	outside, _ := New(Config{Address: env.Addr, Token: token, Prefix: "someone-else"})
 	if _, err := outside.Put(context.Background(), "tokens/x", map[string]string{"a": "b"}, 0); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("write outside the prefix: err = %v, want 403", err)
+	}
+}
+
+// TestMaxVersions: a record the store creates keeps only its current
+// version, however often it is written; Config.MaxVersions changes that.
+func TestMaxVersions(t *testing.T) {
+	env := testservices.Vault(t)
+	ctx := context.Background()
+	for _, tt := range []struct{ cfg, want int }{{0, 1}, {3, 3}} {
+		prefix := fmt.Sprintf("test-%d-%d", time.Now().UnixNano(), prefixes.Add(1))
+		s, err := New(Config{Address: env.Addr, Token: env.Token, Prefix: prefix, MaxVersions: tt.cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := 0
+		for i := range 5 {
+			if v, err = s.Put(ctx, "tokens/demo", map[string]string{"refresh_token": fmt.Sprint("r", i)}, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		md, err := s.kv.GetMetadata(ctx, s.full("tokens/demo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md.MaxVersions != tt.want || md.CurrentVersion != 5 || len(md.Versions) != tt.want {
+			t.Fatalf("MaxVersions %d: metadata has max_versions %d, current version %d, %d versions; want %d, 5, %d",
+				tt.cfg, md.MaxVersions, md.CurrentVersion, len(md.Versions), tt.want, tt.want)
+		}
+		if _, err := s.kv.GetVersion(ctx, s.full("tokens/demo"), 5-tt.want); !errors.Is(err, api.ErrSecretNotFound) {
+			t.Fatalf("MaxVersions %d: reading a superseded version: err = %v, want not found", tt.cfg, err)
+		}
+	}
+}
+
+// TestVersionLimitFailureKeepsTheWrite: a token that may not write metadata
+// still creates records; the store logs that it could not limit versions,
+// without the token.
+func TestVersionLimitFailureKeepsTheWrite(t *testing.T) {
+	env := testservices.Vault(t)
+	root, err := New(Config{Address: env.Addr, Token: env.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const policy = `
+path "secret/data/caddy-oauthconn/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/caddy-oauthconn/*" { capabilities = ["list", "delete"] }
+`
+	if err := root.Client().Sys().PutPolicy("caddy-oauthconn-no-metadata", policy); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := root.Client().Auth().Token().Create(&api.TokenCreateRequest{
+		Policies: []string{"caddy-oauthconn-no-metadata"}, NoDefaultPolicy: true, TTL: "10m",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := sec.Auth.ClientToken
+	s, err := New(Config{Address: env.Addr, Token: token, Prefix: fmt.Sprintf("caddy-oauthconn/nometa-%d-%d", time.Now().UnixNano(), prefixes.Add(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx, zap.New(core), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Put(ctx, "tokens/demo", map[string]string{"a": "b"}, 0)
+	if err != nil || v != 1 {
+		t.Fatalf("Put = %d, %v; want version 1", v, err)
+	}
+	if e, err := s.Get(ctx, "tokens/demo"); err != nil || e.Data["a"] != "b" {
+		t.Fatalf("Get = %+v, %v", e, err)
+	}
+	if logs.Len() != 1 {
+		t.Fatalf("%d warnings, want 1", logs.Len())
+	}
+	entry := logs.All()[0]
+	text := entry.Message
+	for k, v := range entry.ContextMap() {
+		text += fmt.Sprint(" ", k, "=", v)
+	}
+	if !strings.Contains(text, "403") || strings.Contains(text, token) {
+		t.Fatalf("warning %q: want status 403 and no token", text)
+	}
+}
+
+// TestDeletedLatestVersion: a record whose latest version was deleted or
+// destroyed outside the store reads as missing, at the version that a
+// check-and-set write replaces.
+func TestDeletedLatestVersion(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	v, err := s.Put(ctx, "tokens/demo", map[string]string{"a": "1"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err = s.Put(ctx, "tokens/demo", map[string]string{"a": "2"}, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.kv.Delete(ctx, s.full("tokens/demo")); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Get(ctx, "tokens/demo")
+	if !errors.Is(err, kv.ErrNotFound) || e.Version != v {
+		t.Fatalf("Get of a deleted version = %+v, %v; want not found at version %d", e, err, v)
+	}
+	if v, err = s.Put(ctx, "tokens/demo", map[string]string{"a": "3"}, e.Version); err != nil {
+		t.Fatalf("write over a deleted version: %v", err)
+	}
+	if err := s.kv.Destroy(ctx, s.full("tokens/demo"), []int{v}); err != nil {
+		t.Fatal(err)
+	}
+	e, err = s.Get(ctx, "tokens/demo")
+	if !errors.Is(err, kv.ErrNotFound) || e.Version != v {
+		t.Fatalf("Get of a destroyed version = %+v, %v; want not found at version %d", e, err, v)
+	}
+	if _, err := s.Put(ctx, "tokens/demo", map[string]string{"a": "4"}, e.Version); err != nil {
+		t.Fatalf("write over a destroyed version: %v", err)
+	}
+	if e, err := s.Get(ctx, "tokens/demo"); err != nil || e.Data["a"] != "4" {
+		t.Fatalf("Get = %+v, %v", e, err)
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -96,6 +98,51 @@ func Run(t *testing.T, open func(t *testing.T) kv.Store) {
 		slices.Sort(names)
 		if !slices.Equal(names, []string{"one", "two"}) {
 			t.Fatalf("List(states) = %v", names)
+		}
+	})
+
+	t.Run("long segments", func(t *testing.T) {
+		// The longest subjects a connection accepts, 512 bytes, escaped
+		// into one segment as package tokens does: ASCII, and characters
+		// of 3 bytes that escape to 9.
+		s := open(t)
+		names := []string{
+			url.PathEscape(strings.Repeat("a", 512)),
+			url.PathEscape(strings.Repeat("€", 170)),
+			"short",
+		}
+		for i, n := range names {
+			v, err := s.Put(ctx, "tokens/long/"+n, map[string]string{"i": fmt.Sprint(i)}, 0)
+			if err != nil {
+				t.Fatalf("create %d: %v", i, err)
+			}
+			if _, err := s.Put(ctx, "tokens/long/"+n, map[string]string{"i": fmt.Sprint(i, "+")}, v); err != nil {
+				t.Fatalf("update %d: %v", i, err)
+			}
+			e, err := s.Get(ctx, "tokens/long/"+n)
+			if err != nil || e.Data["i"] != fmt.Sprint(i, "+") {
+				t.Fatalf("Get %d = %+v, %v", i, e, err)
+			}
+		}
+		got, err := s.List(ctx, "tokens/long")
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(names))
+		if !slices.Equal(got, want) {
+			t.Fatalf("List = %q, want %q", got, want)
+		}
+		for i, n := range names {
+			if err := s.Delete(ctx, "tokens/long/"+n); err != nil {
+				t.Fatalf("Delete %d: %v", i, err)
+			}
+			if _, err := s.Get(ctx, "tokens/long/"+n); !errors.Is(err, kv.ErrNotFound) {
+				t.Fatalf("Get %d after Delete: err = %v", i, err)
+			}
+		}
+		if got, err := s.List(ctx, "tokens/long"); err != nil || len(got) != 0 {
+			t.Fatalf("List after deletes = %q, %v", got, err)
 		}
 	})
 
