@@ -31,6 +31,14 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: %d and %d failures of %d requests", row.name, row.oauth.failures, row.static.failures, row.oauth.requests)
 		}
 	}
+	if perRefresh := float64(r.stormVault) / float64(max(r.stormRefreshes, 1)); perRefresh > 3 {
+		t.Errorf("Vault requests per refresh = %.1f, want at most 3", perRefresh)
+	}
+	// A 3 s outage at 10 requests/s: backoff lets through at most the
+	// tries at about 0, 1 and 3 s, not one per request.
+	if o := r.outage; o.tokenRequests > 3 || o.other != 0 || o.unavailable == 0 || o.recoveryRefreshes != 1 {
+		t.Errorf("outage: %d token requests, %d unexpected answers, %d 503s, %d refreshes after; want ≤ 3, 0, > 0, 1", o.tokenRequests, o.other, o.unavailable, o.recoveryRefreshes)
+	}
 	if len(r.memory) == 0 || r.memory[0].heapPerConn <= 0 || r.startup <= 0 {
 		t.Errorf("memory %v, startup %v: not measured", r.memory, r.startup)
 	}

@@ -36,12 +36,17 @@ type settings struct {
 	concurrency int
 	storm       int
 	memory      []int
+	outage      time.Duration // of the token endpoint, under steady load
 }
 
 var (
-	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000}}
-	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}}
+	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000}, outage: 20 * time.Second}
+	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second}
 )
+
+// outageRate is the steady load, in requests per second, during the token
+// endpoint outage.
+const outageRate = 10
 
 // profileDir, if set, receives CPU profiles of the overhead runs.
 var profileDir string
@@ -103,7 +108,9 @@ type report struct {
 	overhead                          []overheadRow
 	vaultPer10k                       float64
 	stormRefreshes, stormFailures     int
+	stormVault                        int64
 	storm                             result
+	outage                            outageResult
 	replicaRefreshes, replicaFailures int
 	replicas                          result
 	startup                           time.Duration
@@ -274,11 +281,19 @@ func run(s settings, logw io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	before := w.tokens.Count("refresh_token")
+	before, vaultBefore := w.tokens.Count("refresh_token"), w.vaultCalls.Load()
 	fmt.Fprintf(logw, "storm of %d\n", s.storm)
 	r.storm = burst(newClient(s.storm), []string{p.url("/demo/items")}, s.storm)
 	r.stormRefreshes, r.stormFailures = w.tokens.Count("refresh_token")-before, r.storm.failures
+	r.stormVault = w.vaultCalls.Load() - vaultBefore
 	p.stop()
+
+	// 7: the token endpoint down across the token's expiry, under steady
+	// load: what the outage costs the provider and the store.
+	fmt.Fprintln(logw, "token endpoint outage")
+	if r.outage, err = tokenOutage(w, w.publicPort+60, s.outage); err != nil {
+		return nil, err
+	}
 
 	// 6: startup to the first proxied 200, the token fresh in Vault.
 	t0 := time.Now()
@@ -406,4 +421,18 @@ func (r *report) markdown(out io.Writer) {
 	p("### 6. Startup to the first proxied 200, token already in Vault")
 	p("")
 	p("%s (process start, config load, Vault read, upstream round trip).", ms(r.startup))
+	p("")
+	p("### 7. Vault requests per refresh")
+	p("")
+	p("%.1f (the storm of section 3 on a cold process: %d Vault requests for %d refresh; read, take the lease, write).",
+		float64(r.stormVault)/float64(max(r.stormRefreshes, 1)), r.stormVault, r.stormRefreshes)
+	p("")
+	p("### 8. A token endpoint outage of %s across the access token's expiry, %d requests/s", r.outage.duration, outageRate)
+	p("")
+	p("| requests | answered 200 | answered 503 with Retry-After | other | token requests during the outage | Vault requests during the outage | refresh grants after it |")
+	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	o := r.outage
+	p("| %d | %d | %d | %d | %d | %d | %d |", o.requests, o.ok, o.unavailable, o.other, o.tokenRequests, o.vaultRequests, o.recoveryRefreshes)
+	p("")
+	p("Without backoff every waiting request would reach the token endpoint; with it the connection tries at 1, 2, 4, 8, … s (jittered, capped at 60 s).")
 }
