@@ -119,7 +119,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(logs), "refresh rejected by provider") || !strings.Contains(string(logs), "vault") {
+	if !strings.Contains(string(logs), "refresh rejected by the provider") || !strings.Contains(string(logs), "vault") {
 		t.Fatal("the log lacks the failure paths; the test did not drive them")
 	}
 	for name, v := range secrets {
