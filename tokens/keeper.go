@@ -354,8 +354,16 @@ func (k *Keeper) Status(ctx context.Context, key Key) (Status, error) {
 	s.Misconfigured, _, _ = k.cache.Misconfigured(key.Connector)
 	now := k.now()
 	if cached && e.pending != nil {
-		t := e.pending.rec.tok
-		s.Connected, s.Unsaved, s.Expiry, s.ConnectedAt, s.ConnectedBy = true, true, t.Expiry, t.ConnectedAt, t.ConnectedBy
+		k.cache.mu.RLock()
+		rec := e.pending.rec
+		k.cache.mu.RUnlock()
+		t := rec.tok
+		s.Unsaved, s.ConnectedAt, s.ConnectedBy = true, t.ConnectedAt, t.ConnectedBy
+		if rec.state != Active {
+			s.State, s.Reason, s.Since = rec.state, rec.reason, rec.since
+			return s, nil
+		}
+		s.Connected, s.Expiry = true, t.Expiry
 		s.Usable = t.Usable(now) || t.Refreshable(now)
 		return s, nil
 	}
