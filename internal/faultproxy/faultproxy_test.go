@@ -88,7 +88,7 @@ func TestTCPModes(t *testing.T) {
 			t.Fatalf("answered in the black hole: %v", err)
 		case <-time.After(300 * time.Millisecond):
 		}
-		if s := p.Stats(); s.Held < 2 {
+		if s := p.Stats(); s.Held < 2 || s.Dropped < 2 {
 			t.Fatalf("stats %+v", s)
 		}
 		p.SetMode(Pass)

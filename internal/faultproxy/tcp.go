@@ -62,7 +62,7 @@ type TCP struct {
 	closed bool
 	wg     sync.WaitGroup
 
-	accepted, refused, held atomic.Int64
+	accepted, refused, held, dropped atomic.Int64
 }
 
 // TCPStats counts what a TCP proxy did since it started.
@@ -73,6 +73,9 @@ type TCPStats struct {
 	Refused int64
 	// Held is connections that were black-holed (new or open ones).
 	Held int64
+	// Dropped is chunks that clients sent into the black hole: proof
+	// that somebody tried to talk through it.
+	Dropped int64
 	// Open is connections open now.
 	Open int
 }
@@ -133,7 +136,7 @@ func (p *TCP) Stats() TCPStats {
 	p.mu.Lock()
 	open := len(p.conns)
 	p.mu.Unlock()
-	return TCPStats{Accepted: p.accepted.Load(), Refused: p.refused.Load(), Held: p.held.Load(), Open: open}
+	return TCPStats{Accepted: p.accepted.Load(), Refused: p.refused.Load(), Held: p.held.Load(), Dropped: p.dropped.Load(), Open: open}
 }
 
 // Close stops accepting, cuts every connection and waits for the relays to
@@ -200,7 +203,7 @@ func (p *TCP) handle(c *tcpConn) {
 		}
 		// Read and drop until the mode changes (which closes the
 		// connection) or the client gives up.
-		drain(c.client)
+		p.drain(c.client)
 		return
 	}
 	up, err := net.Dial("tcp", p.target)
@@ -225,6 +228,9 @@ func (p *TCP) relay(c *tcpConn, dst, src net.Conn, fromClient bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && fromClient && c.held.Load() {
+			p.dropped.Add(1)
+		}
 		if n > 0 && !c.held.Load() {
 			if d := time.Duration(p.latency.Load()); fromClient && d > 0 {
 				t := time.NewTimer(d)
@@ -247,10 +253,14 @@ func (p *TCP) relay(c *tcpConn, dst, src net.Conn, fromClient bool) {
 	}
 }
 
-func drain(c net.Conn) {
+func (p *TCP) drain(c net.Conn) {
 	buf := make([]byte, 4<<10)
 	for {
-		if _, err := c.Read(buf); err != nil {
+		n, err := c.Read(buf)
+		if n > 0 {
+			p.dropped.Add(1)
+		}
+		if err != nil {
 			return
 		}
 	}
