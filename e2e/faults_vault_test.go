@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/faultproxy"
+)
+
+// TestFaultVaultOutage proves that Vault is off the hot path of a connection
+// whose access token is cached and valid: while Vault refuses connections,
+// black-holes them or answers 503, for 20 s each under 10 requests a second,
+// no request fails and none waits longer than max_wait (+2 s), although the
+// proxy keeps revalidating the record (every 2 s here) and so keeps running
+// into the fault.
+func TestFaultVaultOutage(t *testing.T) {
+	// Tokens of 3 minutes: valid, and not yet due, through every outage.
+	w := newFaultWorld(t, "http://localhost:9080/oauth/callback", 3*time.Minute)
+	s := w.startSidecar(t, sidecarConfig{connector: "max_wait 3s\nrevalidate_interval 2s"})
+	connect(t, s, newBrowser())
+	app := s.base + "/demo/items"
+	if o := get(http.DefaultClient, app); o.status != http.StatusOK {
+		t.Fatalf("before the outage: %v", o)
+	}
+	rt := w.storedRT(t)
+
+	const window = 20 * time.Second
+	for _, tt := range []struct {
+		name  string
+		set   func()
+		clear func()
+		// tried reports whether the proxy talked to Vault through the
+		// fault since the counts were taken.
+		counts func() int64
+	}{
+		{"refused", func() { w.vtcp.SetMode(faultproxy.Refuse) }, func() { w.vtcp.SetMode(faultproxy.Pass) },
+			func() int64 { return w.vtcp.Stats().Refused }},
+		{"black hole", func() { w.vtcp.SetMode(faultproxy.BlackHole) }, func() { w.vtcp.SetMode(faultproxy.Pass) },
+			func() int64 { return w.vtcp.Stats().Dropped }},
+		{"503", func() { w.vhttp.Set(faultproxy.Fault{Status: http.StatusServiceUnavailable}) }, w.vhttp.Clear,
+			func() int64 { return int64(w.vhttp.Faulted("")) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.counts()
+			tt.set()
+			l := startLoad(t, 10, window, app)
+			<-l.done
+			outs := l.Stop()
+			tried := tt.counts() - before
+			tt.clear()
+
+			if len(outs) < 150 {
+				t.Fatalf("only %d requests were sent in %v", len(outs), window)
+			}
+			if n, ex := failing(outs, func(o outcome) bool { return o.status != http.StatusOK }); n > 0 {
+				t.Errorf("%d of %d requests failed with a valid token cached (%s), e.g.\n\t%s", n, len(outs), summary(outs), ex)
+			}
+			checkWaits(t, outs)
+			if tried == 0 {
+				t.Errorf("the proxy never tried Vault during the %v outage: no revalidation with revalidate_interval 2s", window)
+			}
+			if ok := waitUntil(5*time.Second, func() bool { return get(http.DefaultClient, app).status == http.StatusOK }); !ok {
+				t.Error("the connection does not work after the outage")
+			}
+		})
+	}
+	if w.storedRT(t) != rt {
+		t.Error("the stored refresh token changed although nothing was due")
+	}
+	w.checkRotation(t, 1)
+}
+
+// TestFaultVaultWriteFailsAfterRotation proves that a rotated refresh token
+// is never lost: the token endpoint rotates the refresh token, then Vault
+// fails every write of the token record (lease writes pass) for 8 s, across
+// the next rotation too. The new token set must be used at once (Hydra
+// revokes the previous access token when it rotates), stay authoritative
+// in memory, and reach Vault once it answers again, so that no request
+// fails, no refresh token is redeemed twice (Hydra would revoke the grant)
+// and nobody has to authorize again.
+func TestFaultVaultWriteFailsAfterRotation(t *testing.T) {
+	w := newFaultWorld(t, "http://localhost:9080/oauth/callback", 0) // 6 s tokens
+	s := w.startSidecar(t, sidecarConfig{connector: "refresh_margin 2s"})
+	connect(t, s, newBrowser())
+	app := s.base + "/demo/items"
+
+	w.vhttp.Set(faultproxy.Fault{Match: faultproxy.KVWrite("secret", w.prefix+"/tokens/"), Status: http.StatusServiceUnavailable})
+	l := startLoad(t, 10, 90*time.Second, app)
+	if !waitUntil(15*time.Second, func() bool { return w.tok.Succeeded("refresh_token") >= 1 && w.vhttp.Faulted("write") >= 1 }) {
+		t.Fatalf("no refresh whose write failed: %d token writes failed; %s", w.vhttp.Faulted("write"), w.tokenReport())
+	}
+	// Keep failing for longer than Vault's client retries a write (two
+	// retries, a second or so apart) and past the next rotation, which
+	// must start from the refresh token in memory, not the one in Vault.
+	time.Sleep(8 * time.Second)
+	w.vhttp.Clear()
+	cleared := time.Now()
+
+	if !waitUntil(20*time.Second, func() bool { rt := w.storedRT(t); return rt != "" && rt == w.tok.LastIssued() }) {
+		outs := l.Stop()
+		t.Fatalf("20 s after Vault came back it does not hold the last refresh token issued (holds one: %t); requests: %s; %s",
+			w.storedRT(t) != "", summary(outs), w.tokenReport())
+	}
+	// Two more rotations from what Vault held: the chain is alive.
+	n := w.tok.Succeeded("refresh_token")
+	ok := waitUntil(15*time.Second, func() bool { return w.tok.Succeeded("refresh_token") >= n+2 })
+	outs := l.Stop()
+	if !ok {
+		t.Errorf("no further refreshes after Vault came back; %s", w.tokenReport())
+	}
+	checkNoReauthorization(t, outs)
+	if n, ex := failing(outs, func(o outcome) bool { return o.status != http.StatusOK }); n > 0 {
+		t.Errorf("%d of %d requests failed (%s), e.g.\n\t%s", n, len(outs), summary(outs), ex)
+	}
+	if !l.okAfter(cleared) {
+		t.Error("no request succeeded after Vault came back")
+	}
+	w.checkRotation(t, 1)
+}
