@@ -146,12 +146,15 @@ type sidecarConfig struct {
 	secret string
 	// connector holds extra options of connector demo, one per line.
 	connector string
+	// app holds extra options of the oauthconn app, one per line.
+	app string
 }
 
 const faultCaddyfile = `{
 	admin localhost:2999
 	oauthconn {
 		public_url http://localhost:9080
+		%[9]s
 		store vault {
 			address %[1]s
 			token {env.VAULT_TOKEN}
@@ -184,7 +187,7 @@ func (w *faultWorld) caddyfile(o sidecarConfig) string {
 		secret = o.secret
 	}
 	return fmt.Sprintf(faultCaddyfile, w.vtcp.URL(), w.prefix, w.h.PublicURL, w.tok.URL, w.c.ID, secret,
-		strings.ReplaceAll(o.connector, "\n", "\n\t\t\t"), w.up.URL)
+		strings.ReplaceAll(o.connector, "\n", "\n\t\t\t"), w.up.URL, strings.ReplaceAll(o.app, "\n", "\n\t\t"))
 }
 
 // startSidecar loads the Caddyfile into caddytest's in-process Caddy on
