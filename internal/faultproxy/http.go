@@ -535,7 +535,9 @@ func GrantType(r *http.Request) string {
 
 // KVWrite matches writes (PUT or POST) of KV v2 secrets at mount whose path
 // below the mount starts with under, such as "prefix/tokens/": with it a
-// test fails only the token writes and lets lease writes through.
+// test fails the writes of token records and lets others (authorization
+// flows, say) through. Combine it with a condition of the test's own to
+// fail only some of them, such as those after a rotation.
 func KVWrite(mount, under string) func(*http.Request) bool {
 	pre := "/v1/" + strings.Trim(mount, "/") + "/data/" + strings.TrimLeft(under, "/")
 	return func(r *http.Request) bool {
