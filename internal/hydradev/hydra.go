@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Hydra is a running Ory Hydra.
@@ -120,6 +121,18 @@ func (h Hydra) CreateClient(redirectURI, authMethod string) (Client, error) {
 		"token_endpoint_auth_method": authMethod,
 	}, &out)
 	return Client{ID: out.ClientID, Secret: secret}, err
+}
+
+// SetAccessTokenLifespan makes the access tokens Hydra issues to c (by the
+// authorization code and the refresh token grants) live d instead of the
+// server's default, so that one test can have tokens that outlive its
+// faults while the others keep short ones.
+func (h Hydra) SetAccessTokenLifespan(c Client, d time.Duration) error {
+	life := fmt.Sprintf("%ds", int(d.Seconds()))
+	return h.admin(http.MethodPut, "/admin/clients/"+url.PathEscape(c.ID)+"/lifespans", map[string]any{
+		"authorization_code_grant_access_token_lifespan": life,
+		"refresh_token_grant_access_token_lifespan":      life,
+	}, nil)
 }
 
 // Active introspects an access token.

@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/faultproxy"
+)
+
+// TestFaultSlowTokenRequestTwoReplicas proves that a refresh whose token
+// request outlasts the refresh lease (30 s) does not make the other
+// replica redeem the same refresh token: with two replicas of the binary
+// sharing Vault under load, the first refresh request is held 33 s at the
+// token endpoint (and forwarded only if its client still waits). No
+// refresh token may be sent while another request with it is in flight,
+// none may reach the provider twice, nobody is told to authorize again,
+// no request waits beyond max_wait, and both replicas serve again
+// afterwards with the token Vault holds.
+func TestFaultSlowTokenRequestTwoReplicas(t *testing.T) {
+	w := newFaultWorld(t, fmt.Sprintf("http://localhost:%d/oauth/callback", portA), 0) // 6 s tokens
+	env := w.replicaEnv(portA)
+	a := startBinary(t, portA, w.vaultStore(), "max_wait 3s", env, "")
+	b := startBinary(t, portB, w.vaultStore(), "max_wait 3s", env, "")
+	connect(t, &sidecar{base: a.url()}, newBrowser())
+	urls := []string{a.url() + "/demo/items", b.url() + "/demo/items"}
+
+	const slow = 33 * time.Second
+	w.tok.Set(faultproxy.Fault{Match: faultproxy.Grant("refresh_token"), Delay: slow, Times: 1})
+	l := startLoad(t, 10, 3*time.Minute, urls...)
+	if !waitUntil(15*time.Second, func() bool { return w.tok.InFlight("refresh_token") > 0 }) {
+		t.Fatalf("no refresh started; %s", w.tokenReport())
+	}
+	held := time.Now()
+	// Past the slow request, both replicas must serve again.
+	time.Sleep(slow)
+	ok := waitUntil(40*time.Second, func() bool { return l.okAfter(held.Add(slow), urls...) })
+	outs := l.Stop()
+	if !ok {
+		t.Errorf("the replicas did not both serve again after the slow request (%s); %s", summary(outs), w.tokenReport())
+	}
+	checkNoReauthorization(t, outs)
+	checkUnavailable(t, outs, "token_unavailable")
+	checkWaits(t, outs)
+	w.checkRotation(t, 1)
+	for _, u := range urls {
+		if o := get(http.DefaultClient, u); o.status != http.StatusOK {
+			t.Errorf("at the end: %v", o)
+		}
+	}
+}
+
+// TestFaultDisconnectReachesOtherReplica proves that a disconnect on one
+// replica takes effect on another that holds the token in its cache: with
+// revalidate_interval 2s, replica B stops attaching the old access token
+// (which the provider still honours: there is no revocation URL) within
+// 2 s plus a round trip, and answers authorization_required from then on.
+func TestFaultDisconnectReachesOtherReplica(t *testing.T) {
+	// Tokens of 3 minutes: B would otherwise use its cached one for two.
+	w := newFaultWorld(t, fmt.Sprintf("http://localhost:%d/oauth/callback", portA), 3*time.Minute)
+	env := w.replicaEnv(portA)
+	opts := "max_wait 3s\nrevalidate_interval 2s"
+	a := startBinary(t, portA, w.vaultStore(), opts, env, "")
+	b := startBinary(t, portB, w.vaultStore(), opts, env, "")
+	connect(t, &sidecar{base: a.url()}, newBrowser())
+	old, _ := w.stored(t)["access_token"].(string)
+	bURL := b.url() + "/demo/items"
+	if o := get(http.DefaultClient, bURL); o.status != http.StatusOK || w.up.last(t).Authorization != "Bearer "+old {
+		t.Fatalf("replica B before the disconnect: %v", o)
+	}
+	usedOld := func() int {
+		n := 0
+		for _, r := range w.up.Seen() {
+			if r.Authorization == "Bearer "+old {
+				n++
+			}
+		}
+		return n
+	}
+
+	req, _ := http.NewRequest(http.MethodDelete, a.url()+"/oauth/connectors/demo", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
+		t.Fatalf("disconnect on A: %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(2*time.Second + time.Second) // revalidate_interval + a round trip
+	var outs []outcome
+	poll := func(until time.Time) {
+		for time.Now().Before(until) {
+			outs = append(outs, get(http.DefaultClient, bURL))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	poll(deadline)
+	// The polls are sequential: every request sent before the deadline
+	// has reached the upstream by now.
+	atDeadline := usedOld()
+	poll(deadline.Add(2 * time.Second))
+	if got := usedOld(); got != atDeadline {
+		t.Errorf("replica B attached the disconnected token %d times after revalidate_interval had passed", got-atDeadline)
+	}
+	if n, ex := failing(outs, func(o outcome) bool { return o.sent.After(deadline) && o.code != "authorization_required" }); n > 0 {
+		t.Errorf("%d requests to B after the deadline were not told to authorize (%s), e.g.\n\t%s", n, summary(outs), ex)
+	}
+}
