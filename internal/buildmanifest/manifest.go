@@ -23,7 +23,10 @@ type Manifest struct {
 type Plugin struct {
 	// Module is the Go module path.
 	Module string `toml:"module"`
-	// Version pins a published version (ignored when Path is set).
+	// Version pins a published version. With Path, it is the version the
+	// local directory stands in for: a module not (yet) published, such as
+	// a checkout, needs one, or the Go command asks the module proxy for
+	// its latest version, which the proxy refuses.
 	Version string `toml:"version"`
 	// Path is a local directory to build the module from.
 	Path string `toml:"path"`
@@ -53,16 +56,19 @@ func Parse(data string) (Manifest, error) {
 	return m, nil
 }
 
+// XcaddyModule is the xcaddy command that `make xcaddy` and the tests run.
+const XcaddyModule = "github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5"
+
 // XcaddyArgs returns the arguments of `xcaddy`.
 func (m Manifest) XcaddyArgs() []string {
 	args := []string{"build", m.Caddy}
 	for _, p := range m.Plugins {
 		w := p.Module
-		switch {
-		case p.Path != "":
-			w += "=" + p.Path
-		case p.Version != "":
+		if p.Version != "" {
 			w += "@" + p.Version
+		}
+		if p.Path != "" {
+			w += "=" + p.Path
 		}
 		args = append(args, "--with", w)
 	}

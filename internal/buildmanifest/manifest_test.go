@@ -2,6 +2,8 @@ package buildmanifest
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -50,6 +52,7 @@ func TestParse(t *testing.T) {
 		wantErr string
 	}{
 		{"local", "caddy = \"v2.11.9\"\n[[plugins]]\nmodule = \"example.com/a\"\npath = \".\"\n", "build v2.11.9 --with example.com/a=.", ""},
+		{"local, unpublished", "caddy = \"v2.11.9\"\n[[plugins]]\nmodule = \"example.com/a\"\nversion = \"v0.0.0-00010101000000-000000000000\"\npath = \".\"\n", "build v2.11.9 --with example.com/a@v0.0.0-00010101000000-000000000000=.", ""},
 		{"versioned", "caddy = \"v2.11.9\"\n[[plugins]]\nmodule = \"example.com/a\"\nversion = \"v1.2.3\"\n[[plugins]]\nmodule = \"example.com/b\"\n", "build v2.11.9 --with example.com/a@v1.2.3 --with example.com/b", ""},
 		{"no caddy", "[[plugins]]\nmodule = \"a\"\n", "", "caddy must be a v2 version"},
 		{"no plugins", "caddy = \"v2.11.9\"\n", "", "no plugins"},
@@ -72,5 +75,44 @@ func TestParse(t *testing.T) {
 				t.Fatalf("args = %q, want %q", got, tt.args)
 			}
 		})
+	}
+}
+
+// TestXcaddyBuild builds a custom Caddy from xcaddy.toml with xcaddy, as
+// `make xcaddy` does, and checks that it has the caddy-oauthconn modules.
+// It fetches Caddy's dependencies through the Go module proxy (or the
+// module cache), so it is left out of -short runs.
+func TestXcaddyBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds Caddy with xcaddy")
+	}
+	b, err := os.ReadFile("../../xcaddy.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Parse(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "caddy")
+	args := append([]string{"run", XcaddyModule}, m.XcaddyArgs()...)
+	args = append(args, "--output", out)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if log, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("xcaddy build: %v\n%s", err, log)
+	}
+	list, err := exec.Command(out, "list-modules").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mod := range []string{"oauthconn", "http.handlers.oauthconn_connect", "http.handlers.oauthconn_proxy", "oauthconn.stores.vault", "oauthconn.stores.file", "admin.api.oauthconn"} {
+		if !slices.Contains(strings.Fields(string(list)), mod) {
+			t.Errorf("the built Caddy lacks %s", mod)
+		}
 	}
 }
