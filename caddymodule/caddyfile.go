@@ -418,12 +418,14 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // UnmarshalCaddyfile sets up the handler:
 //
 //	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
-//		replay_limit <size>
+//		replay_limit   <size>
+//		allow_browsers <origin...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// The upstream URL is fixed (to and dynamic are not allowed). Use it inside
+// allow_browsers may be repeated; its origins add up. The upstream URL is
+// fixed (to and dynamic are not allowed). Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -456,6 +458,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("replay_limit %q: %v", s, err)
 			}
 			p.ReplayLimit = int64(n)
+		case "allow_browsers":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.Err("allow_browsers takes one or more origins, such as https://app.example.com")
+			}
+			p.AllowBrowsers = append(p.AllowBrowsers, origins...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:

@@ -30,7 +30,8 @@ func init() {
 // reverse proxy. Credentials the app sent (Authorization,
 // Proxy-Authorization, flow cookies) are removed first. When the upstream
 // answers 401, the token is refreshed (at most once per cooldown) and a
-// replayable request is sent once more.
+// replayable request is sent once more. Requests from web browsers are
+// refused unless their origin is in AllowBrowsers.
 type ProxyHandler struct {
 	// Connector names the connector in the oauthconn app whose token is
 	// attached.
@@ -47,15 +48,26 @@ type ProxyHandler struct {
 	// streamed (unknown-length) bodies are never replayed. Default: 1 MiB.
 	ReplayLimit int64 `json:"replay_limit,omitempty"`
 
+	// AllowBrowsers are the origins (such as https://app.example.com)
+	// whose pages may call the proxy from a web browser. Requests from
+	// any other page, recognised by their Origin or Sec-Fetch-Site header,
+	// get 403 browser_request_refused and never reach the upstream. The
+	// proxy answers these origins' CORS preflights itself and gives them
+	// Access-Control-Allow-Origin; the upstream's own CORS headers are
+	// always removed. Default: none, as any page the operator visits
+	// could otherwise act with the connection.
+	AllowBrowsers []string `json:"allow_browsers,omitempty"`
+
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
 	// Upstream and must not be given here.
 	ReverseProxy *reverseproxy.Handler `json:"reverse_proxy,omitempty"`
 
-	app    *App
-	conn   *Connector
-	prefix string
-	logger *zap.Logger
+	app      *App
+	conn     *Connector
+	prefix   string
+	browsers *browserGate
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -86,6 +98,9 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	}
 	if h.ReplayLimit < 0 {
 		return fmt.Errorf("oauthconn_proxy %s: replay_limit must not be negative", h.Connector)
+	}
+	if h.browsers, err = newBrowserGate(h.AllowBrowsers); err != nil {
+		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 	}
 	if h.ReverseProxy == nil {
 		h.ReverseProxy = new(reverseproxy.Handler)
@@ -177,6 +192,13 @@ func (h *ProxyHandler) Cleanup() error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c := h.conn
+	// Browsers first: a refused page must not even cause a token
+	// refresh.
+	origin, ok := h.browsers.check(w, r, c.name)
+	if !ok {
+		return nil
+	}
+	w = h.browsers.writer(w, origin)
 	if c.conn == nil || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
