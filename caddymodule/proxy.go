@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -264,6 +265,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body *replayBody) *http.Request {
 	out := r.WithContext(r.Context())
 	out.Header = r.Header.Clone()
+	dropConnectionHeaders(out.Header)
 	out.Header.Del("Authorization")
 	out.Header.Del("Proxy-Authorization")
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
@@ -282,6 +284,35 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 		out.Body, out.GetBody = body.attempt(), nil
 	}
 	return out
+}
+
+// dropConnectionHeaders removes the hop-by-hop headers the app names in
+// Connection, and those names from Connection, keeping only "Upgrade" (for
+// WebSockets). The reverse proxy would otherwise remove the named headers
+// after this handler set them: "Connection: Authorization" would strip the
+// Bearer on its way upstream.
+func dropConnectionHeaders(h http.Header) {
+	values := h.Values("Connection")
+	if len(values) == 0 {
+		return
+	}
+	upgrade := false
+	for _, v := range values {
+		for name := range strings.SplitSeq(v, ",") {
+			name = textproto.TrimString(name)
+			if strings.EqualFold(name, "Upgrade") {
+				upgrade = true
+				continue
+			}
+			if name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	h.Del("Connection")
+	if upgrade {
+		h.Set("Connection", "Upgrade")
+	}
 }
 
 func stripFlowCookies(r *http.Request) {
