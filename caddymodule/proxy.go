@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -381,13 +382,18 @@ func (f *firstAttempt) WriteHeader(code int) {
 		return
 	}
 	dst := f.w.Header()
-	for k, v := range f.header {
-		dst[k] = v
-	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		f.w.WriteHeader(code) // informational: the final status follows
+		// Informational: the final status follows. Its headers (those
+		// of a 103 Early Hints, say) belong to it alone, so the writer's
+		// own are put back once it is sent.
+		own := dst.Clone()
+		maps.Copy(dst, f.header)
+		f.w.WriteHeader(code)
+		clear(dst)
+		maps.Copy(dst, own)
 		return
 	}
+	maps.Copy(dst, f.header)
 	f.wrote = true
 	f.w.WriteHeader(code)
 }

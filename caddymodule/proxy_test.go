@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"testing"
 )
 
@@ -24,5 +26,36 @@ func TestConnectionCannotStripBearer(t *testing.T) {
 		if got.Get("X-Hop") != "" || got.Get("Connection") != "" {
 			t.Errorf("Connection: %s: hop-by-hop headers reached the upstream: %v", conn, got)
 		}
+	}
+}
+
+// TestEarlyHintsHeadersStayInTheirResponse: the headers of an upstream's
+// 103 Early Hints reach the app in the 103, not in the final response.
+func TestEarlyHintsHeadersStayInTheirResponse(t *testing.T) {
+	s := startServer(t, testOptions{})
+	s.connect(t, newClient())
+	var hints []http.Header
+	req, _ := http.NewRequest("GET", s.base+"/demo/hints", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			hints = append(hints, http.Header(h))
+			return nil
+		},
+	}))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(hints) != 1 || hints[0].Get("X-Early") != "only-in-103" {
+		t.Fatalf("got %d with hints %v", resp.StatusCode, hints)
+	}
+	for _, k := range []string{"X-Early", "Link"} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("the 103's %s reached the final response: %q", k, v)
+		}
+	}
+	if resp.Header.Get("X-Upstream") != "yes" {
+		t.Errorf("final response headers: %v", resp.Header)
 	}
 }
