@@ -41,7 +41,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		sweep_interval <duration>
 //		allowed_return_origins <origin...>
 //		rate_limit     <requests> <window> [<max_clients>] | off
+//		ipv6_prefix    <bits>
 //		max_pending_flows <n>
+//		max_pending_flows_per_client <n>
 //		store vault {
 //			address   <url>
 //			token     <token>
@@ -134,16 +136,27 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("rate_limit: max_clients %q must be a positive number", args[2])
 				}
 			}
-		case "max_pending_flows":
+		case "max_pending_flows", "max_pending_flows_per_client", "ipv6_prefix":
+			opt := d.Val()
 			var s string
 			if err := oneArg(d, &s); err != nil {
 				return err
 			}
 			n, err := strconv.Atoi(s)
 			if err != nil || n <= 0 {
-				return d.Errf("max_pending_flows %q must be a positive number", s)
+				return d.Errf("%s %q must be a positive number", opt, s)
 			}
-			a.MaxPendingFlows = n
+			switch opt {
+			case "max_pending_flows":
+				a.MaxPendingFlows = n
+			case "max_pending_flows_per_client":
+				a.MaxPendingFlowsPerClient = n
+			default:
+				if n > 128 {
+					return d.Errf("ipv6_prefix %d must be at most 128", n)
+				}
+				a.IPv6Prefix = n
+			}
 		case "store":
 			if a.StoreRaw != nil {
 				return d.Err("store may be given only once")

@@ -83,6 +83,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"rate_limit arity", global("rate_limit 10"), "rate_limit takes <requests> <window>"},
 		{"rate_limit requests", global("rate_limit many 1m"), `rate_limit: requests "many"`},
 		{"max_pending_flows", global("max_pending_flows -3"), `max_pending_flows "-3" must be a positive number`},
+		{"max_pending_flows_per_client", global("max_pending_flows_per_client 0"), `max_pending_flows_per_client "0" must be a positive number`},
+		{"ipv6_prefix", global("ipv6_prefix 129"), "ipv6_prefix 129 must be at most 128"},
 		{"connect arguments", "http://localhost:8080 {\n\toauthconn_connect /oauth/* extra\n}\n", "wrong argument count"},
 	}
 	for _, tt := range tests {

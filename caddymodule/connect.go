@@ -101,7 +101,7 @@ func (h *ConnectHandler) limited(w http.ResponseWriter, r *http.Request) bool {
 	if p != h.app.BasePath+"/callback" && !strings.HasSuffix(p, "/authorize") {
 		return false
 	}
-	ok, wait := h.app.limiter.Allow(clientIP(r), time.Now())
+	ok, wait := h.app.limiter.Allow(h.app.clientKey(r), time.Now())
 	if ok {
 		return false
 	}
@@ -192,13 +192,6 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	now := time.Now()
-	if ok, wait := h.app.pending.add(c.name, now, now.Add(h.app.flows.TTL())); !ok {
-		h.logger.Warn("too many pending authorizations", zap.String("connector", c.name))
-		tooMany(w, wait)
-		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "too_many_pending_authorizations", Connector: c.name})
-		return
-	}
 	// Learn ahead of the callback whether the server sends iss (RFC 9207).
 	go func(ctx context.Context) {
 		if err := c.conn.Discover(ctx); err != nil {
@@ -214,6 +207,8 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not record the authorization; try again"})
 		return
 	}
+	now := time.Now()
+	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r), started.ID, now, now.Add(h.app.flows.TTL())))
 	http.SetCookie(w, &http.Cookie{
 		Name:     started.CookieName,
 		Value:    started.Binding,
@@ -258,23 +253,31 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	if ck, err := r.Cookie(flow.CookieName(state)); err == nil {
 		binding = ck.Value
 	}
+	id := flow.ID(state)
 	// State and browser binding are checked, and the state consumed,
 	// before anything else: no token request is made for a state that is
 	// unknown, used, expired or started in another browser.
 	fl, err := h.app.flows.Finish(r.Context(), state, binding, userID(r))
 	switch {
-	case errors.Is(err, flow.ErrOtherUser):
-		fail(http.StatusForbidden, "This authorization was started by another user. Start the connection again as yourself.", "", "other_user")
-		return
-	case errors.Is(err, flow.ErrNotBound):
+	case errors.Is(err, flow.ErrOtherUser), errors.Is(err, flow.ErrNotBound):
+		// Refused: the flow ends here, so that its slot is free at once
+		// and its state (which someone else holds) redeems nothing later.
+		consumed = true
+		h.dropFlows(r.Context(), "", []string{id})
+		if errors.Is(err, flow.ErrOtherUser) {
+			fail(http.StatusForbidden, "This authorization was started by another user. Start the connection again as yourself.", "", "other_user")
+			return
+		}
 		fail(http.StatusForbidden, "This authorization was started in another browser, or its cookie expired. Start the connection again here.", "", "not_bound")
 		return
 	case errors.Is(err, flow.ErrExpired):
 		consumed = true
+		h.app.pending.done(id)
 		fail(http.StatusBadRequest, "This authorization took too long and expired. Start the connection again.", "", "expired_state")
 		return
 	case errors.Is(err, flow.ErrUnknownState):
 		consumed = true
+		h.app.pending.done(id)
 		fail(http.StatusBadRequest, "This authorization is unknown or was already used. Start the connection again.", "", "unknown_state")
 		return
 	case err != nil:
@@ -284,7 +287,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	consumed = true
 	connectorName = fl.Connector
-	h.app.pending.done(fl.Connector)
+	h.app.pending.done(id)
 	log := h.logger.With(zap.String("connector", fl.Connector))
 	c := h.app.Connectors[fl.Connector]
 	if c == nil || c.conn == nil {
@@ -335,6 +338,34 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		dest = back + "?connected=" + url.QueryEscape(fl.Connector)
 	}
 	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+// dropTimeout bounds the store requests that delete displaced flows.
+const dropTimeout = 5 * time.Second
+
+// dropFlows ends pending flows: they stop counting and their records are
+// deleted, on a context the client cannot cancel. A record that stays
+// behind (the store failing) expires and is swept; it cannot lock anyone
+// out, as it no longer counts. connector, if known, is counted in the
+// metrics as displaced.
+func (h *ConnectHandler) dropFlows(ctx context.Context, connector string, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+	defer cancel()
+	for _, id := range ids {
+		h.app.pending.done(id)
+		if err := h.app.flows.Drop(ctx, id); err != nil {
+			h.logger.Warn("dropping a pending authorization", zap.Error(err))
+		}
+		if connector != "" {
+			h.app.telemetry.authorization(connector, "displaced")
+		}
+	}
+	if connector != "" {
+		h.logger.Info("pending authorizations displaced by newer ones", zap.String("connector", connector), zap.Int("displaced", len(ids)))
+	}
 }
 
 // disconnect revokes the connection's grant at the provider (RFC 7009) when

@@ -27,7 +27,7 @@ import (
 type testServer struct {
 	base     string // http://127.0.0.1:<port>, the site
 	addr     string // 127.0.0.1:<port>
-	storeDir string
+	storeDir string // the test's directory: Caddy's storage, the records
 	as       *fakeAS
 	up       *fakeUpstream
 }
@@ -45,6 +45,7 @@ type testOptions struct {
 const testCaddyfile = `{
 	admin off
 	persist_config off
+	storage file_system %[3]s/caddy
 	servers {
 		trusted_proxies static 127.0.0.0/8
 		client_ip_headers X-Forwarded-For
@@ -53,7 +54,7 @@ const testCaddyfile = `{
 	oauthconn {
 		public_url %[2]s
 		store file {
-			path %[3]s
+			path %[3]s/oauthconn
 		}
 		%[4]s
 		connector demo {

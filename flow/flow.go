@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -96,6 +97,9 @@ type Started struct {
 	// CookieName is the flow cookie's name, unique to this flow so that
 	// flows started side by side in one browser do not clobber each other.
 	CookieName string
+	// ID names the flow's record: the SHA-256 of its state, as ID returns.
+	// It is not a secret, and nothing can finish the flow with it.
+	ID string
 }
 
 // CookiePrefix starts every flow cookie's name.
@@ -117,6 +121,7 @@ func (f *Flows) Begin(ctx context.Context, p Params) (Started, error) {
 	connector, subject, returnTo, createdBy := p.Connector, p.Subject, p.ReturnTo, p.CreatedBy
 	s := Started{State: random(32), Binding: random(32), Verifier: oauth2.GenerateVerifier()}
 	id := stateID(s.State)
+	s.ID = id
 	s.CookieName = CookiePrefix + id[:16]
 	now := f.now()
 	data := map[string]string{
@@ -191,6 +196,22 @@ func (f *Flows) Finish(ctx context.Context, state, binding, by string) (Flow, er
 	// delete fail.
 	f.store.Delete(ctx, p)
 	return fl, nil
+}
+
+// ID returns the ID of the flow whose state is state.
+func ID(state string) string { return stateID(state) }
+
+// Drop deletes the pending flow with ID id, if it is still there: a flow
+// displaced by newer ones, or refused at its callback. Its state then
+// redeems nothing.
+func (f *Flows) Drop(ctx context.Context, id string) error {
+	if len(id) != 2*sha256.Size || strings.Trim(id, "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not a flow ID", id)
+	}
+	if err := f.store.Delete(ctx, "states/"+id); err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return fmt.Errorf("dropping authorization state: %w", err)
+	}
+	return nil
 }
 
 // Sweep deletes expired flows and returns how many it deleted.

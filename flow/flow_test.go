@@ -75,6 +75,35 @@ func TestBeginFinish(t *testing.T) {
 	}
 }
 
+func TestDrop(t *testing.T) {
+	f, st := newFlows(t, nil)
+	ctx := context.Background()
+	s, err := f.Begin(ctx, Params{Connector: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ID != ID(s.State) {
+		t.Fatalf("ID %q, ID(state) %q", s.ID, ID(s.State))
+	}
+	if err := f.Drop(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := st.List(ctx, "states"); len(ids) != 0 {
+		t.Fatalf("dropped flow left records %v", ids)
+	}
+	if _, err := f.Finish(ctx, s.State, s.Binding, ""); !errors.Is(err, ErrUnknownState) {
+		t.Fatalf("finishing a dropped flow: %v", err)
+	}
+	if err := f.Drop(ctx, s.ID); err != nil {
+		t.Fatalf("dropping twice: %v", err)
+	}
+	for _, bad := range []string{"", "../tokens/demo", strings.Repeat("g", 64), strings.ToUpper(s.ID)} {
+		if err := f.Drop(ctx, bad); err == nil {
+			t.Errorf("Drop(%q) accepted", bad)
+		}
+	}
+}
+
 func TestExpiredFlow(t *testing.T) {
 	now := time.Now()
 	f, _ := newFlows(t, func() time.Time { return now })
