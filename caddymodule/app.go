@@ -414,8 +414,16 @@ func (a *App) flowClient(r *http.Request) string {
 	return "address " + a.clientKey(r)
 }
 
-// secureCookies reports whether flow cookies get the Secure attribute.
-func (a *App) secureCookies() bool { return a.public != nil && a.public.Scheme == "https" }
+// flowCookies describes the flow cookies: Secure (and __Host-) with an
+// https public URL, else scoped to the base path, where authorizations
+// start and finish.
+func (a *App) flowCookies() flow.Cookie {
+	return flow.Cookie{
+		Secure: a.public != nil && a.public.Scheme == "https",
+		Path:   a.BasePath,
+		TTL:    a.flows.TTL(),
+	}
+}
 
 func isLoopback(host string) bool {
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {

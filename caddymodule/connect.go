@@ -209,15 +209,14 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r), started.ID, now, now.Add(h.app.flows.TTL())))
-	http.SetCookie(w, &http.Cookie{
-		Name:     started.CookieName,
-		Value:    started.Binding,
-		Path:     h.app.BasePath + "/callback",
-		MaxAge:   int(h.app.flows.TTL().Seconds()),
-		HttpOnly: true,
-		Secure:   h.app.secureCookies(),
-		SameSite: http.SameSiteLaxMode,
-	})
+	// One flow cookie per connector: this one replaces the cookie of the
+	// browser's previous authorization, whose flow can then never finish,
+	// so it ends now.
+	cookies := h.app.flowCookies()
+	if id, binding, ok := cookies.Previous(r, c.name); ok {
+		h.abandon(r.Context(), id, binding)
+	}
+	http.SetCookie(w, cookies.New(c.name, started))
 	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
 	h.app.telemetry.authorization(c.name, "started")
@@ -237,11 +236,12 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	// nothing (wrong browser or user) leaves it for the right one.
 	consumed := false
 	connectorName := "unknown" // until the state names it
+	var cookie, binding string // the flow cookie of this state, if the browser has it
 	fail := func(status int, reason, detail string, logReason string) {
 		h.logger.Warn("authorization failed", zap.String("reason", logReason))
 		h.app.telemetry.authorization(connectorName, logReason)
-		if consumed {
-			h.clearCookie(w, flow.CookieName(state))
+		if consumed && cookie != "" {
+			http.SetCookie(w, h.app.flowCookies().Clear(cookie))
 		}
 		writeErrorPage(w, status, back, reason, detail)
 	}
@@ -249,10 +249,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The authorization response is malformed. Start the connection again.", "", "malformed_response")
 		return
 	}
-	var binding string
-	if ck, err := r.Cookie(flow.CookieName(state)); err == nil {
-		binding = ck.Value
-	}
+	cookie, binding = flow.Find(r, state)
 	id := flow.ID(state)
 	// State and browser binding are checked, and the state consumed,
 	// before anything else: no token request is made for a state that is
@@ -324,7 +321,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	log.Info("connection authorized", zap.Bool("refresh_token", tok.RefreshToken != ""), zap.Time("expiry", tok.Expiry))
 	h.app.telemetry.authorization(fl.Connector, "completed")
 	h.app.telemetry.emit(eventConnected, tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, map[string]any{"connected_by": fl.CreatedBy})
-	h.clearCookie(w, flow.CookieName(state))
+	http.SetCookie(w, h.app.flowCookies().Clear(cookie))
 	noStore(w)
 	if fl.Popup {
 		// The connect page opened this window: tell it and close.
@@ -365,6 +362,20 @@ func (h *ConnectHandler) dropFlows(ctx context.Context, connector string, ids []
 	}
 	if connector != "" {
 		h.logger.Info("pending authorizations displaced by newer ones", zap.String("connector", connector), zap.Int("displaced", len(ids)))
+	}
+}
+
+// abandon ends the browser's previous flow of a connector when it starts
+// another, if the browser holds that flow's binding.
+func (h *ConnectHandler) abandon(ctx context.Context, id, binding string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+	defer cancel()
+	dropped, err := h.app.flows.Abandon(ctx, id, binding)
+	if err != nil {
+		h.logger.Warn("ending a replaced authorization", zap.Error(err))
+	}
+	if dropped {
+		h.app.pending.done(id)
 	}
 }
 
@@ -447,13 +458,6 @@ func describe(s string) string {
 		return ""
 	}
 	return ": " + s
-}
-
-func (h *ConnectHandler) clearCookie(w http.ResponseWriter, name string) {
-	http.SetCookie(w, &http.Cookie{
-		Name: name, Value: "", Path: h.app.BasePath + "/callback", MaxAge: -1,
-		HttpOnly: true, Secure: h.app.secureCookies(), SameSite: http.SameSiteLaxMode,
-	})
 }
 
 func (h *ConnectHandler) statuses(r *http.Request) []connectorStatus {

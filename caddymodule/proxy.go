@@ -321,7 +321,7 @@ func stripFlowCookies(r *http.Request) {
 	r.Header.Del("Cookie")
 	var keep []string
 	for _, ck := range all {
-		if !strings.HasPrefix(ck.Name, flow.CookiePrefix) {
+		if !flow.IsCookie(ck.Name) {
 			keep = append(keep, ck.Name+"="+ck.Value)
 		}
 	}
