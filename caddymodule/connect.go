@@ -39,6 +39,7 @@ func init() {
 type ConnectHandler struct {
 	app    *App
 	mux    *http.ServeMux
+	access *accessLog
 	logger *zap.Logger
 }
 
@@ -58,6 +59,7 @@ func (h *ConnectHandler) Provision(ctx caddy.Context) error {
 	}
 	h.app = app
 	h.logger = ctx.Logger()
+	h.access = newAccessLog(ctx)
 	b := app.BasePath
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+b+"/connectors/{name}/authorize", h.authorize)
@@ -84,23 +86,29 @@ func (h *ConnectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		http.Redirect(w, r, h.app.BasePath+"/", http.StatusFound)
 		return nil
 	}
-	if h.limited(w, r) {
+	// The authorize and callback routes carry states, codes and PKCE
+	// challenges in their URLs: they are rate limited, and logged
+	// redacted.
+	callback := r.URL.Path == h.app.BasePath+"/callback"
+	if !callback && !strings.HasSuffix(r.URL.Path, "/authorize") {
+		h.mux.ServeHTTP(w, r)
 		return nil
 	}
-	h.mux.ServeHTTP(w, r)
+	h.access.serve(w, r, callback, func(w http.ResponseWriter, r *http.Request) {
+		if !h.limited(w, r) {
+			h.mux.ServeHTTP(w, r)
+		}
+	})
 	return nil
 }
 
-// limited applies the per-client rate limit to the authorize and callback
-// routes, answering 429 with Retry-After when it is exceeded.
+// limited applies the per-client rate limit (to the authorize and callback
+// routes), answering 429 with Retry-After when it is exceeded.
 func (h *ConnectHandler) limited(w http.ResponseWriter, r *http.Request) bool {
 	if h.app.limiter == nil {
 		return false
 	}
 	p := r.URL.Path
-	if p != h.app.BasePath+"/callback" && !strings.HasSuffix(p, "/authorize") {
-		return false
-	}
 	ok, wait := h.app.limiter.Allow(h.app.clientKey(r), time.Now())
 	if ok {
 		return false

@@ -114,6 +114,14 @@ func (s *testServer) load(t *testing.T, src string) {
 	t.Cleanup(func() { caddy.Stop() })
 }
 
+// caddyStop stops Caddy now, so that its logs are flushed and closed.
+func caddyStop(t *testing.T) {
+	t.Helper()
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
