@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,7 +18,7 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("oauthconn", parseGlobalOption)
-	httpcaddyfile.RegisterHandlerDirective("oauthconn_connect", parseConnect)
+	httpcaddyfile.RegisterDirective("oauthconn_connect", parseConnect)
 	httpcaddyfile.RegisterHandlerDirective("oauthconn_proxy", parseProxy)
 	httpcaddyfile.RegisterDirectiveOrder("oauthconn_connect", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("oauthconn_proxy", httpcaddyfile.After, "reverse_proxy")
@@ -392,10 +395,44 @@ func (f *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parseConnect(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+// parseConnect is a handler directive whose path matcher "/base/*" also
+// matches "/base": otherwise GET /oauth would match no route and Caddy
+// would answer an empty 200, where the handler redirects to /oauth/.
+func parseConnect(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
 	c := new(ConnectHandler)
-	err := c.UnmarshalCaddyfile(h.Dispenser)
-	return c, err
+	if err := c.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return h.NewRoute(withBasePaths(matcherSet), c), nil
+}
+
+// withBasePaths returns a matcher set whose path matcher, for each pattern
+// "/base/*", also has "/base". The set given (perhaps a named matcher's,
+// shared with other routes) is not changed.
+func withBasePaths(set caddy.ModuleMap) caddy.ModuleMap {
+	var paths caddyhttp.MatchPath
+	if set["path"] == nil || json.Unmarshal(set["path"], &paths) != nil {
+		return set
+	}
+	wider := slices.Clone(paths)
+	for _, p := range paths {
+		if base, ok := strings.CutSuffix(p, "/*"); ok && base != "" && !slices.Contains(wider, base) {
+			wider = append(wider, base)
+		}
+	}
+	if len(wider) == len(paths) {
+		return set
+	}
+	out := maps.Clone(set)
+	out["path"] = caddyconfig.JSON(wider, nil)
+	return out
 }
 
 // UnmarshalCaddyfile sets up the handler:
@@ -403,7 +440,8 @@ func parseConnect(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	oauthconn_connect [<matcher>]
 //
 // It serves the routes below the oauthconn app's base_path (default /oauth),
-// so the usual matcher is /oauth/*.
+// so the usual matcher is /oauth/*; a path matcher /X/* also matches /X
+// itself, which redirects to /X/.
 func (h *ConnectHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
