@@ -389,8 +389,8 @@ func (a *App) authorizeURL(name string) string {
 	return a.PublicURL + a.BasePath + "/connectors/" + url.PathEscape(name) + "/authorize"
 }
 
-// origin is the public URL's origin, the only one the popup's success page
-// posts its message to.
+// origin is the public URL's origin, where the connect page's forms come
+// from.
 func (a *App) origin() string {
 	if a.public == nil {
 		return ""

@@ -334,7 +334,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	if fl.Popup {
 		// The connect page opened this window: tell it and close.
 		writePage(w, http.StatusOK, "connected.html", map[string]string{
-			"Connector": fl.Connector, "Back": back, "Base": h.app.BasePath, "Origin": h.app.origin(),
+			"Connector": fl.Connector, "Back": back, "Base": h.app.BasePath,
 		})
 		return
 	}
