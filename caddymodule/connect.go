@@ -239,9 +239,10 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	back := h.app.BasePath + "/"
 	cb, perr := flow.ParseCallback(r.URL.RawQuery)
 	state := cb.State
-	// consumed is set once the state can no longer be used, and the
-	// flow cookie is then cleared; a refused callback that consumed
-	// nothing (wrong browser or user) leaves it for the right one.
+	// consumed is set once the state can no longer be used (redeemed,
+	// unknown, expired, or refused for another browser or user, which
+	// ends the flow), and the flow cookie is then cleared. A store error
+	// leaves both, so that the callback can be tried again.
 	consumed := false
 	connectorName := "unknown" // until the state names it
 	var cookie, binding string // the flow cookie of this state, if the browser has it
