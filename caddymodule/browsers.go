@@ -121,6 +121,11 @@ func (g *browserGate) preflight(w http.ResponseWriter, r *http.Request, origin s
 	if len(names) > 0 {
 		h.Set("Access-Control-Allow-Headers", strings.Join(names, ", "))
 	}
+	if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+		// Chrome asks before a public page reaches a loopback or private
+		// address (Private Network Access); an allowed origin may.
+		h.Set("Access-Control-Allow-Private-Network", "true")
+	}
 	h.Set("Access-Control-Max-Age", "600")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)

@@ -50,7 +50,7 @@ func TestBrowserRequestsRefused(t *testing.T) {
 		calls := s.up.calls()
 		resp, body := app.do(t, "OPTIONS", s.base+"/demo/items", http.Header{"Origin": {"https://evil.example"},
 			"Access-Control-Request-Method": {"PUT"}, "Access-Control-Request-Headers": {"content-type"},
-			"Sec-Fetch-Mode": {"cors"}}, "")
+			"Access-Control-Request-Private-Network": {"true"}, "Sec-Fetch-Mode": {"cors"}}, "")
 		if resp.StatusCode < 400 || s.up.calls() != calls {
 			t.Fatalf("preflight: %d %s; upstream calls %d → %d", resp.StatusCode, body, calls, s.up.calls())
 		}
@@ -101,7 +101,8 @@ func TestAllowBrowsers(t *testing.T) {
 		calls := s.up.calls()
 		resp, body := browser.do(t, "OPTIONS", s.base+"/demo/items", http.Header{"Origin": {origin},
 			"Access-Control-Request-Method": {"PUT"}, "Access-Control-Request-Headers": {"content-type,x-trace-id"},
-			"Sec-Fetch-Mode": {"cors"}, "Sec-Fetch-Site": {"cross-site"}}, "")
+			"Access-Control-Request-Private-Network": {"true"},
+			"Sec-Fetch-Mode":                         {"cors"}, "Sec-Fetch-Site": {"cross-site"}}, "")
 		if resp.StatusCode != http.StatusNoContent || s.up.calls() != calls {
 			t.Fatalf("preflight: %d %s; upstream calls %d → %d", resp.StatusCode, body, calls, s.up.calls())
 		}
@@ -113,6 +114,9 @@ func TestAllowBrowsers(t *testing.T) {
 		}
 		if h.Get("Access-Control-Allow-Credentials") != "" {
 			t.Fatal("the preflight allows credentials")
+		}
+		if h.Get("Access-Control-Allow-Private-Network") != "true" {
+			t.Fatal("the preflight does not let the page reach a loopback address")
 		}
 	})
 
