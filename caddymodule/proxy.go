@@ -52,8 +52,9 @@ type ProxyHandler struct {
 
 	// AllowBrowsers are the origins (such as https://app.example.com)
 	// whose pages may call the proxy from a web browser. Requests from
-	// any other page, recognised by their Origin or Sec-Fetch-Site header,
-	// get 403 browser_request_refused and never reach the upstream. The
+	// any other page, recognised by their Origin or Sec-Fetch-Site, -Dest
+	// or -User header, get 403 browser_request_refused and never reach
+	// the upstream. The
 	// proxy answers these origins' CORS preflights itself and gives them
 	// Access-Control-Allow-Origin; the upstream's own CORS headers are
 	// always removed. Default: none, as any page the operator visits
