@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"sort"
@@ -67,14 +68,32 @@ type App struct {
 	// allowed; anything else falls back to {base_path}/.
 	AllowedReturnOrigins []string `json:"allowed_return_origins,omitempty"`
 
-	// RateLimit limits how often one client IP address may call the
-	// authorize and callback routes. Default: 30 per minute, tracking at
-	// most 10000 addresses.
+	// RateLimit limits how often one client address (an IPv6 network of
+	// IPv6Prefix bits) may call the authorize and callback routes.
+	// Default: 30 per minute, tracking at most 10000 clients.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 
 	// MaxPendingFlows caps the authorizations in flight per connector on
-	// each instance. Default: 1000.
+	// each instance. When it is reached, a new authorization displaces the
+	// oldest pending one (which can then no longer finish) rather than
+	// being refused, so abandoned authorizations cannot lock anyone out.
+	// Default: 1000.
 	MaxPendingFlows int `json:"max_pending_flows,omitempty"`
+
+	// MaxPendingFlowsPerClient caps the authorizations in flight per
+	// connector on each instance that one client holds: the authenticated
+	// user when there is one ({http.auth.user.id}), else the client
+	// address (an IPv6 network of IPv6Prefix bits). A new authorization
+	// beyond it displaces that client's oldest, so a client flooding the
+	// authorize route mostly displaces its own. Default: 3.
+	MaxPendingFlowsPerClient int `json:"max_pending_flows_per_client,omitempty"`
+
+	// IPv6Prefix is how many leading bits of an IPv6 client address name
+	// one client, for the rate limit and MaxPendingFlowsPerClient: one
+	// host usually holds a whole /64 and could otherwise get a new budget
+	// from each address. IPv4 addresses count one by one. Default: 64;
+	// 128 counts each IPv6 address.
+	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 
 	store      RecordStore
 	rawStore   RecordStore
@@ -192,7 +211,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxPendingFlows == 0 {
 		a.MaxPendingFlows = 1000
 	}
-	a.pending = newPendingFlows(a.MaxPendingFlows)
+	if a.MaxPendingFlowsPerClient == 0 {
+		a.MaxPendingFlowsPerClient = 3
+	}
+	if a.MaxPendingFlows < 0 || a.MaxPendingFlowsPerClient < 0 {
+		return fmt.Errorf("oauthconn: max_pending_flows and max_pending_flows_per_client must be positive")
+	}
+	a.pending = newPendingFlows(a.MaxPendingFlows, a.MaxPendingFlowsPerClient)
+	if a.IPv6Prefix == 0 {
+		a.IPv6Prefix = ratelimit.DefaultIPv6Prefix
+	}
+	if a.IPv6Prefix < 1 || a.IPv6Prefix > 128 {
+		return fmt.Errorf("oauthconn: ipv6_prefix %d must be between 1 and 128", a.IPv6Prefix)
+	}
 	if a.BasePath == "" {
 		a.BasePath = "/oauth"
 	}
@@ -358,8 +389,8 @@ func (a *App) authorizeURL(name string) string {
 	return a.PublicURL + a.BasePath + "/connectors/" + url.PathEscape(name) + "/authorize"
 }
 
-// origin is the public URL's origin, the only one the popup's success page
-// posts its message to.
+// origin is the public URL's origin, where the connect page's forms come
+// from.
 func (a *App) origin() string {
 	if a.public == nil {
 		return ""
@@ -367,8 +398,32 @@ func (a *App) origin() string {
 	return a.public.Scheme + "://" + a.public.Host
 }
 
-// secureCookies reports whether flow cookies get the Secure attribute.
-func (a *App) secureCookies() bool { return a.public != nil && a.public.Scheme == "https" }
+// clientKey names the client of a request for the rate limit: its address,
+// an IPv6 address by its network.
+func (a *App) clientKey(r *http.Request) string {
+	return ratelimit.ClientKey(clientIP(r), a.IPv6Prefix)
+}
+
+// flowClient names who holds a pending authorization, for
+// MaxPendingFlowsPerClient: the authenticated user if any, else the client
+// address.
+func (a *App) flowClient(r *http.Request) string {
+	if id := userID(r); id != "" {
+		return "user " + id
+	}
+	return "address " + a.clientKey(r)
+}
+
+// flowCookies describes the flow cookies: Secure (and __Host-) with an
+// https public URL, else scoped to the base path, where authorizations
+// start and finish.
+func (a *App) flowCookies() flow.Cookie {
+	return flow.Cookie{
+		Secure: a.public != nil && a.public.Scheme == "https",
+		Path:   a.BasePath,
+		TTL:    a.flows.TTL(),
+	}
+}
 
 func isLoopback(host string) bool {
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {

@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,7 +18,7 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterGlobalOption("oauthconn", parseGlobalOption)
-	httpcaddyfile.RegisterHandlerDirective("oauthconn_connect", parseConnect)
+	httpcaddyfile.RegisterDirective("oauthconn_connect", parseConnect)
 	httpcaddyfile.RegisterHandlerDirective("oauthconn_proxy", parseProxy)
 	httpcaddyfile.RegisterDirectiveOrder("oauthconn_connect", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("oauthconn_proxy", httpcaddyfile.After, "reverse_proxy")
@@ -41,7 +44,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		sweep_interval <duration>
 //		allowed_return_origins <origin...>
 //		rate_limit     <requests> <window> [<max_clients>] | off
+//		ipv6_prefix    <bits>
 //		max_pending_flows <n>
+//		max_pending_flows_per_client <n>
 //		store vault {
 //			address   <url>
 //			token     <token>
@@ -134,16 +139,27 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("rate_limit: max_clients %q must be a positive number", args[2])
 				}
 			}
-		case "max_pending_flows":
+		case "max_pending_flows", "max_pending_flows_per_client", "ipv6_prefix":
+			opt := d.Val()
 			var s string
 			if err := oneArg(d, &s); err != nil {
 				return err
 			}
 			n, err := strconv.Atoi(s)
 			if err != nil || n <= 0 {
-				return d.Errf("max_pending_flows %q must be a positive number", s)
+				return d.Errf("%s %q must be a positive number", opt, s)
 			}
-			a.MaxPendingFlows = n
+			switch opt {
+			case "max_pending_flows":
+				a.MaxPendingFlows = n
+			case "max_pending_flows_per_client":
+				a.MaxPendingFlowsPerClient = n
+			default:
+				if n > 128 {
+					return d.Errf("ipv6_prefix %d must be at most 128", n)
+				}
+				a.IPv6Prefix = n
+			}
 		case "store":
 			if a.StoreRaw != nil {
 				return d.Err("store may be given only once")
@@ -379,10 +395,44 @@ func (f *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func parseConnect(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+// parseConnect is a handler directive whose path matcher "/base/*" also
+// matches "/base": otherwise GET /oauth would match no route and Caddy
+// would answer an empty 200, where the handler redirects to /oauth/.
+func parseConnect(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
 	c := new(ConnectHandler)
-	err := c.UnmarshalCaddyfile(h.Dispenser)
-	return c, err
+	if err := c.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return h.NewRoute(withBasePaths(matcherSet), c), nil
+}
+
+// withBasePaths returns a matcher set whose path matcher, for each pattern
+// "/base/*", also has "/base". The set given (perhaps a named matcher's,
+// shared with other routes) is not changed.
+func withBasePaths(set caddy.ModuleMap) caddy.ModuleMap {
+	var paths caddyhttp.MatchPath
+	if set["path"] == nil || json.Unmarshal(set["path"], &paths) != nil {
+		return set
+	}
+	wider := slices.Clone(paths)
+	for _, p := range paths {
+		if base, ok := strings.CutSuffix(p, "/*"); ok && base != "" && !slices.Contains(wider, base) {
+			wider = append(wider, base)
+		}
+	}
+	if len(wider) == len(paths) {
+		return set
+	}
+	out := maps.Clone(set)
+	out["path"] = caddyconfig.JSON(wider, nil)
+	return out
 }
 
 // UnmarshalCaddyfile sets up the handler:
@@ -390,7 +440,8 @@ func parseConnect(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	oauthconn_connect [<matcher>]
 //
 // It serves the routes below the oauthconn app's base_path (default /oauth),
-// so the usual matcher is /oauth/*.
+// so the usual matcher is /oauth/*; a path matcher /X/* also matches /X
+// itself, which redirects to /X/.
 func (h *ConnectHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -418,12 +469,14 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // UnmarshalCaddyfile sets up the handler:
 //
 //	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
-//		replay_limit <size>
+//		replay_limit   <size>
+//		allow_browsers <origin...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// The upstream URL is fixed (to and dynamic are not allowed). Use it inside
+// allow_browsers may be repeated; its origins add up. The upstream URL is
+// fixed (to and dynamic are not allowed). Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -456,6 +509,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("replay_limit %q: %v", s, err)
 			}
 			p.ReplayLimit = int64(n)
+		case "allow_browsers":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.Err("allow_browsers takes one or more origins, such as https://app.example.com")
+			}
+			p.AllowBrowsers = append(p.AllowBrowsers, origins...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:

@@ -79,9 +79,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"proxy arguments", "http://localhost:8080 {\n\toauthconn_proxy demo\n}\n", "takes a connector name and an upstream URL, got 1"},
 		{"proxy to", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\tto http://y\n\t}\n}\n", "to is not allowed"},
 		{"proxy replay_limit", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\treplay_limit lots\n\t}\n}\n", `replay_limit "lots"`},
+		{"allow_browsers without origins", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\tallow_browsers\n\t}\n}\n", "allow_browsers takes one or more origins"},
 		{"rate_limit arity", global("rate_limit 10"), "rate_limit takes <requests> <window>"},
 		{"rate_limit requests", global("rate_limit many 1m"), `rate_limit: requests "many"`},
 		{"max_pending_flows", global("max_pending_flows -3"), `max_pending_flows "-3" must be a positive number`},
+		{"max_pending_flows_per_client", global("max_pending_flows_per_client 0"), `max_pending_flows_per_client "0" must be a positive number`},
+		{"ipv6_prefix", global("ipv6_prefix 129"), "ipv6_prefix 129 must be at most 128"},
 		{"connect arguments", "http://localhost:8080 {\n\toauthconn_connect /oauth/* extra\n}\n", "wrong argument count"},
 	}
 	for _, tt := range tests {
@@ -117,6 +120,8 @@ func TestLoadErrors(t *testing.T) {
 		{"ftp upstream", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "ftp://files.example.com"), `oauthconn_proxy demo: upstream "ftp://files.example.com" must be an http:// or https:// URL`},
 		{"upstream with query", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "https://api.example.com/?k=v"), "without user, query or fragment"},
 		{"empty upstream of a configured connector", withProxy("public_url http://localhost:8080\n"+demoConnector, "demo", "{env.OAUTHCONN_TEST_UNSET}"), "oauthconn_proxy demo: upstream URL is empty"},
+		{"allow_browsers wildcard", "{\n\toauthconn {\npublic_url http://localhost:8080\n" + demoConnector + "\n\t}\n}\nhttp://localhost:8080 {\n\toauthconn_proxy demo https://api.example.com {\n\t\tallow_browsers *\n\t}\n}\n", `oauthconn_proxy demo: allow_browsers: "*" is not an origin`},
+		{"allow_browsers with a path", "{\n\toauthconn {\npublic_url http://localhost:8080\n" + demoConnector + "\n\t}\n}\nhttp://localhost:8080 {\n\toauthconn_proxy demo https://api.example.com {\n\t\tallow_browsers https://app.example.com/x\n\t}\n}\n", `allow_browsers: "https://app.example.com/x" is not an origin`},
 		{"relative public_url", global("public_url localhost:8080"), `public_url "localhost:8080" must be an absolute http(s) URL`},
 		{"missing token_url", global("public_url http://localhost:8080\nconnector a {\nauthorization_url https://as/a\nclient_id x\n}"), "connector a: token_url is required"},
 		{"missing public_url", global(demoConnector), "connector demo: public_url (or the connector's redirect_uri) is required"},

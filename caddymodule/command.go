@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 func init() {
@@ -29,7 +31,8 @@ endpoint, as caddy reload does for configuration.
   oauthconn disconnect <connector> [--subject S]
                                               revokes and deletes
   oauthconn import <connector> [--subject S]  stores a refresh token read
-                                              from stdin, then redeems it
+                                              from stdin (typed at a terminal:
+                                              not echoed), then redeems it
 
 --address is the admin endpoint (default: localhost:2019).
 `,
@@ -87,11 +90,11 @@ func cmdOAuthConn(fs caddycmd.Flags) (int, error) {
 		if err != nil {
 			return failCmd(err)
 		}
-		rt, err := io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
+		rt, err := readRefreshToken(os.Stdin, os.Stderr, args[1])
 		if err != nil {
 			return failCmd(err)
 		}
-		b, _ := json.Marshal(map[string]string{"refresh_token": string(bytes.TrimSpace(rt)), "subject": subject})
+		b, _ := json.Marshal(map[string]string{"refresh_token": rt, "subject": subject})
 		method, uri, body = http.MethodPost, "/oauthconn/connectors/"+name+"/import", bytes.NewReader(b)
 	default:
 		return failCmd(fmt.Errorf("unknown oauthconn command %q (status, authorize, refresh, disconnect, import)", args[0]))
@@ -106,6 +109,33 @@ func cmdOAuthConn(fs caddycmd.Flags) (int, error) {
 		return failCmd(err)
 	}
 	return 0, nil
+}
+
+// maxRefreshToken bounds the refresh token read; real ones are far shorter.
+const maxRefreshToken = 64 << 10
+
+// readRefreshToken reads the refresh token to import from in: at a
+// terminal, one line typed with echo off after a prompt on prompt, so that
+// the token is never shown (nor kept in scrollback or a session recording);
+// otherwise (a pipe, a file) all of it.
+func readRefreshToken(in *os.File, prompt io.Writer, connector string) (string, error) {
+	if fd := int(in.Fd()); term.IsTerminal(fd) {
+		fmt.Fprintf(prompt, "Refresh token for %s (not shown): ", connector)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(prompt)
+		if err != nil {
+			return "", fmt.Errorf("reading the refresh token: %w", err)
+		}
+		if len(b) > maxRefreshToken {
+			return "", errors.New("the refresh token is too long")
+		}
+		return string(bytes.TrimSpace(b)), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(in, maxRefreshToken))
+	if err != nil {
+		return "", fmt.Errorf("reading the refresh token: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
 }
 
 func printAuthorizeURL(addr, name, q string) (int, error) {

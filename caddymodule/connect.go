@@ -39,6 +39,7 @@ func init() {
 type ConnectHandler struct {
 	app    *App
 	mux    *http.ServeMux
+	access *accessLog
 	logger *zap.Logger
 }
 
@@ -58,6 +59,7 @@ func (h *ConnectHandler) Provision(ctx caddy.Context) error {
 	}
 	h.app = app
 	h.logger = ctx.Logger()
+	h.access = newAccessLog(ctx)
 	b := app.BasePath
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+b+"/connectors/{name}/authorize", h.authorize)
@@ -84,24 +86,30 @@ func (h *ConnectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 		http.Redirect(w, r, h.app.BasePath+"/", http.StatusFound)
 		return nil
 	}
-	if h.limited(w, r) {
+	// The authorize and callback routes carry states, codes and PKCE
+	// challenges in their URLs: they are rate limited, and logged
+	// redacted.
+	callback := r.URL.Path == h.app.BasePath+"/callback"
+	if !callback && !strings.HasSuffix(r.URL.Path, "/authorize") {
+		h.mux.ServeHTTP(w, r)
 		return nil
 	}
-	h.mux.ServeHTTP(w, r)
+	h.access.serve(w, r, callback, func(w http.ResponseWriter, r *http.Request) {
+		if !h.limited(w, r) {
+			h.mux.ServeHTTP(w, r)
+		}
+	})
 	return nil
 }
 
-// limited applies the per-client rate limit to the authorize and callback
-// routes, answering 429 with Retry-After when it is exceeded.
+// limited applies the per-client rate limit (to the authorize and callback
+// routes), answering 429 with Retry-After when it is exceeded.
 func (h *ConnectHandler) limited(w http.ResponseWriter, r *http.Request) bool {
 	if h.app.limiter == nil {
 		return false
 	}
 	p := r.URL.Path
-	if p != h.app.BasePath+"/callback" && !strings.HasSuffix(p, "/authorize") {
-		return false
-	}
-	ok, wait := h.app.limiter.Allow(clientIP(r), time.Now())
+	ok, wait := h.app.limiter.Allow(h.app.clientKey(r), time.Now())
 	if ok {
 		return false
 	}
@@ -192,13 +200,6 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	now := time.Now()
-	if ok, wait := h.app.pending.add(c.name, now, now.Add(h.app.flows.TTL())); !ok {
-		h.logger.Warn("too many pending authorizations", zap.String("connector", c.name))
-		tooMany(w, wait)
-		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "too_many_pending_authorizations", Connector: c.name})
-		return
-	}
 	// Learn ahead of the callback whether the server sends iss (RFC 9207).
 	go func(ctx context.Context) {
 		if err := c.conn.Discover(ctx); err != nil {
@@ -214,15 +215,16 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not record the authorization; try again"})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     started.CookieName,
-		Value:    started.Binding,
-		Path:     h.app.BasePath + "/callback",
-		MaxAge:   int(h.app.flows.TTL().Seconds()),
-		HttpOnly: true,
-		Secure:   h.app.secureCookies(),
-		SameSite: http.SameSiteLaxMode,
-	})
+	now := time.Now()
+	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r), started.ID, now, now.Add(h.app.flows.TTL())))
+	// One flow cookie per connector: this one replaces the cookie of the
+	// browser's previous authorization, whose flow can then never finish,
+	// so it ends now.
+	cookies := h.app.flowCookies()
+	if id, binding, ok := cookies.Previous(r, c.name); ok {
+		h.abandon(r.Context(), id, binding)
+	}
+	http.SetCookie(w, cookies.New(c.name, started))
 	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
 	h.app.telemetry.authorization(c.name, "started")
@@ -237,16 +239,18 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	back := h.app.BasePath + "/"
 	cb, perr := flow.ParseCallback(r.URL.RawQuery)
 	state := cb.State
-	// consumed is set once the state can no longer be used, and the
-	// flow cookie is then cleared; a refused callback that consumed
-	// nothing (wrong browser or user) leaves it for the right one.
+	// consumed is set once the state can no longer be used (redeemed,
+	// unknown, expired, or refused for another browser or user, which
+	// ends the flow), and the flow cookie is then cleared. A store error
+	// leaves both, so that the callback can be tried again.
 	consumed := false
 	connectorName := "unknown" // until the state names it
+	var cookie, binding string // the flow cookie of this state, if the browser has it
 	fail := func(status int, reason, detail string, logReason string) {
 		h.logger.Warn("authorization failed", zap.String("reason", logReason))
 		h.app.telemetry.authorization(connectorName, logReason)
-		if consumed {
-			h.clearCookie(w, flow.CookieName(state))
+		if consumed && cookie != "" {
+			http.SetCookie(w, h.app.flowCookies().Clear(cookie))
 		}
 		writeErrorPage(w, status, back, reason, detail)
 	}
@@ -254,27 +258,32 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The authorization response is malformed. Start the connection again.", "", "malformed_response")
 		return
 	}
-	var binding string
-	if ck, err := r.Cookie(flow.CookieName(state)); err == nil {
-		binding = ck.Value
-	}
+	cookie, binding = flow.Find(r, state)
+	id := flow.ID(state)
 	// State and browser binding are checked, and the state consumed,
 	// before anything else: no token request is made for a state that is
 	// unknown, used, expired or started in another browser.
 	fl, err := h.app.flows.Finish(r.Context(), state, binding, userID(r))
 	switch {
-	case errors.Is(err, flow.ErrOtherUser):
-		fail(http.StatusForbidden, "This authorization was started by another user. Start the connection again as yourself.", "", "other_user")
-		return
-	case errors.Is(err, flow.ErrNotBound):
+	case errors.Is(err, flow.ErrOtherUser), errors.Is(err, flow.ErrNotBound):
+		// Refused: the flow ends here, so that its slot is free at once
+		// and its state (which someone else holds) redeems nothing later.
+		consumed = true
+		h.dropFlows(r.Context(), "", []string{id})
+		if errors.Is(err, flow.ErrOtherUser) {
+			fail(http.StatusForbidden, "This authorization was started by another user. Start the connection again as yourself.", "", "other_user")
+			return
+		}
 		fail(http.StatusForbidden, "This authorization was started in another browser, or its cookie expired. Start the connection again here.", "", "not_bound")
 		return
 	case errors.Is(err, flow.ErrExpired):
 		consumed = true
+		h.app.pending.done(id)
 		fail(http.StatusBadRequest, "This authorization took too long and expired. Start the connection again.", "", "expired_state")
 		return
 	case errors.Is(err, flow.ErrUnknownState):
 		consumed = true
+		h.app.pending.done(id)
 		fail(http.StatusBadRequest, "This authorization is unknown or was already used. Start the connection again.", "", "unknown_state")
 		return
 	case err != nil:
@@ -284,7 +293,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	consumed = true
 	connectorName = fl.Connector
-	h.app.pending.done(fl.Connector)
+	h.app.pending.done(id)
 	log := h.logger.With(zap.String("connector", fl.Connector))
 	c := h.app.Connectors[fl.Connector]
 	if c == nil || c.conn == nil {
@@ -321,12 +330,12 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	log.Info("connection authorized", zap.Bool("refresh_token", tok.RefreshToken != ""), zap.Time("expiry", tok.Expiry))
 	h.app.telemetry.authorization(fl.Connector, "completed")
 	h.app.telemetry.emit(eventConnected, tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, map[string]any{"connected_by": fl.CreatedBy})
-	h.clearCookie(w, flow.CookieName(state))
+	http.SetCookie(w, h.app.flowCookies().Clear(cookie))
 	noStore(w)
 	if fl.Popup {
 		// The connect page opened this window: tell it and close.
 		writePage(w, http.StatusOK, "connected.html", map[string]string{
-			"Connector": fl.Connector, "Back": back, "Base": h.app.BasePath, "Origin": h.app.origin(),
+			"Connector": fl.Connector, "Back": back, "Base": h.app.BasePath,
 		})
 		return
 	}
@@ -335,6 +344,48 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		dest = back + "?connected=" + url.QueryEscape(fl.Connector)
 	}
 	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+// dropTimeout bounds the store requests that delete displaced flows.
+const dropTimeout = 5 * time.Second
+
+// dropFlows ends pending flows: they stop counting and their records are
+// deleted, on a context the client cannot cancel. A record that stays
+// behind (the store failing) expires and is swept; it cannot lock anyone
+// out, as it no longer counts. connector, if known, is counted in the
+// metrics as displaced.
+func (h *ConnectHandler) dropFlows(ctx context.Context, connector string, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+	defer cancel()
+	for _, id := range ids {
+		h.app.pending.done(id)
+		if err := h.app.flows.Drop(ctx, id); err != nil {
+			h.logger.Warn("dropping a pending authorization", zap.Error(err))
+		}
+		if connector != "" {
+			h.app.telemetry.authorization(connector, "displaced")
+		}
+	}
+	if connector != "" {
+		h.logger.Info("pending authorizations displaced by newer ones", zap.String("connector", connector), zap.Int("displaced", len(ids)))
+	}
+}
+
+// abandon ends the browser's previous flow of a connector when it starts
+// another, if the browser holds that flow's binding.
+func (h *ConnectHandler) abandon(ctx context.Context, id, binding string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+	defer cancel()
+	dropped, err := h.app.flows.Abandon(ctx, id, binding)
+	if err != nil {
+		h.logger.Warn("ending a replaced authorization", zap.Error(err))
+	}
+	if dropped {
+		h.app.pending.done(id)
+	}
 }
 
 // disconnect revokes the connection's grant at the provider (RFC 7009) when
@@ -416,13 +467,6 @@ func describe(s string) string {
 		return ""
 	}
 	return ": " + s
-}
-
-func (h *ConnectHandler) clearCookie(w http.ResponseWriter, name string) {
-	http.SetCookie(w, &http.Cookie{
-		Name: name, Value: "", Path: h.app.BasePath + "/callback", MaxAge: -1,
-		HttpOnly: true, Secure: h.app.secureCookies(), SameSite: http.SameSiteLaxMode,
-	})
 }
 
 func (h *ConnectHandler) statuses(r *http.Request) []connectorStatus {

@@ -1,49 +1,102 @@
 package caddymodule
 
 import (
+	"container/list"
 	"sync"
 	"time"
 )
 
-// pendingFlows caps the authorizations a connector may have in flight on
-// this instance, so that a client cycling through addresses cannot fill the
-// store with states. Each flow counts until it finishes here or expires.
+// pendingFlows bounds the authorizations in flight on this instance, so
+// that nobody can fill the store with states, and so that no one can lock
+// anyone else out either. A connector holds at most max flows and a client
+// (a user, or an address) at most perClient flows of it; a new flow beyond
+// either bound displaces the oldest flow concerned instead of being
+// refused: abandoned flows cannot keep a slot that someone connecting
+// needs, and a client flooding the route mostly displaces its own flows. A
+// flow counts until it finishes, is refused or fails at the callback,
+// expires or is displaced.
 type pendingFlows struct {
-	max int
+	max, perClient int
 
 	mu    sync.Mutex
-	flows map[string][]time.Time // connector → expiry of each pending flow
+	flows map[string]*list.List // connector → its pending flows, oldest first
+	byID  map[string]*list.Element
 }
 
-func newPendingFlows(max int) *pendingFlows {
-	return &pendingFlows{max: max, flows: map[string][]time.Time{}}
+// pendingFlow is one counted flow.
+type pendingFlow struct {
+	id, connector, client string
+	expiry                time.Time
 }
 
-// add counts a new flow for connector until expiry, or reports that the
-// connector is at its cap and when the next slot frees.
-func (p *pendingFlows) add(connector string, now, expiry time.Time) (bool, time.Duration) {
+func newPendingFlows(max, perClient int) *pendingFlows {
+	return &pendingFlows{max: max, perClient: perClient, flows: map[string]*list.List{}, byID: map[string]*list.Element{}}
+}
+
+// add counts flow id of connector, started by client, until expiry. It
+// returns the IDs of the flows it displaced, whose records the caller
+// deletes. Expired flows are forgotten without being returned: the sweeper
+// deletes their records.
+func (p *pendingFlows) add(connector, client, id string, now, expiry time.Time) (displaced []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	live := p.flows[connector][:0]
-	for _, e := range p.flows[connector] {
-		if now.Before(e) {
-			live = append(live, e)
+	l := p.flows[connector]
+	if l == nil {
+		l = list.New()
+		p.flows[connector] = l
+	}
+	mine := 0
+	for el := l.Front(); el != nil; {
+		next := el.Next()
+		f := el.Value.(*pendingFlow)
+		if !now.Before(f.expiry) {
+			p.remove(el)
+		} else if f.client == client {
+			mine++
 		}
+		el = next
 	}
-	if len(live) >= p.max {
-		p.flows[connector] = live
-		return false, live[0].Sub(now)
+	// The client's own oldest go first, then the connector's oldest.
+	for el := l.Front(); el != nil && mine >= p.perClient; {
+		next := el.Next()
+		if f := el.Value.(*pendingFlow); f.client == client {
+			displaced = append(displaced, f.id)
+			p.remove(el)
+			mine--
+		}
+		el = next
 	}
-	p.flows[connector] = append(live, expiry)
-	return true, 0
+	for l.Len() >= p.max {
+		displaced = append(displaced, l.Front().Value.(*pendingFlow).id)
+		p.remove(l.Front())
+	}
+	p.byID[id] = l.PushBack(&pendingFlow{id: id, connector: connector, client: client, expiry: expiry})
+	return displaced
 }
 
-// done stops counting one flow of connector (the oldest: which one does not
-// matter for the count).
-func (p *pendingFlows) done(connector string) {
+// done stops counting flow id, if this instance counts it (a flow started
+// on another replica is not).
+func (p *pendingFlows) done(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.flows[connector]; len(f) > 0 {
-		p.flows[connector] = f[1:]
+	if el := p.byID[id]; el != nil {
+		p.remove(el)
 	}
+}
+
+// remove forgets a counted flow. The caller holds p.mu.
+func (p *pendingFlows) remove(el *list.Element) {
+	f := el.Value.(*pendingFlow)
+	p.flows[f.connector].Remove(el)
+	delete(p.byID, f.id)
+}
+
+// count returns how many flows of connector are counted (for tests).
+func (p *pendingFlows) count(connector string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.flows[connector]; l != nil {
+		return l.Len()
+	}
+	return 0
 }

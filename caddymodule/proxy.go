@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -30,7 +32,8 @@ func init() {
 // reverse proxy. Credentials the app sent (Authorization,
 // Proxy-Authorization, flow cookies) are removed first. When the upstream
 // answers 401, the token is refreshed (at most once per cooldown) and a
-// replayable request is sent once more.
+// replayable request is sent once more. Requests from web browsers are
+// refused unless their origin is in AllowBrowsers.
 type ProxyHandler struct {
 	// Connector names the connector in the oauthconn app whose token is
 	// attached.
@@ -47,15 +50,27 @@ type ProxyHandler struct {
 	// streamed (unknown-length) bodies are never replayed. Default: 1 MiB.
 	ReplayLimit int64 `json:"replay_limit,omitempty"`
 
+	// AllowBrowsers are the origins (such as https://app.example.com)
+	// whose pages may call the proxy from a web browser. Requests from
+	// any other page, recognised by their Origin or Sec-Fetch-Site, -Dest
+	// or -User header, get 403 browser_request_refused and never reach
+	// the upstream. The
+	// proxy answers these origins' CORS preflights itself and gives them
+	// Access-Control-Allow-Origin; the upstream's own CORS headers are
+	// always removed. Default: none, as any page the operator visits
+	// could otherwise act with the connection.
+	AllowBrowsers []string `json:"allow_browsers,omitempty"`
+
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
 	// Upstream and must not be given here.
 	ReverseProxy *reverseproxy.Handler `json:"reverse_proxy,omitempty"`
 
-	app    *App
-	conn   *Connector
-	prefix string
-	logger *zap.Logger
+	app      *App
+	conn     *Connector
+	prefix   string
+	browsers *browserGate
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -86,6 +101,9 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	}
 	if h.ReplayLimit < 0 {
 		return fmt.Errorf("oauthconn_proxy %s: replay_limit must not be negative", h.Connector)
+	}
+	if h.browsers, err = newBrowserGate(h.AllowBrowsers); err != nil {
+		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 	}
 	if h.ReverseProxy == nil {
 		h.ReverseProxy = new(reverseproxy.Handler)
@@ -177,6 +195,13 @@ func (h *ProxyHandler) Cleanup() error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c := h.conn
+	// Browsers first: a refused page must not even cause a token
+	// refresh.
+	origin, ok := h.browsers.check(w, r, c.name)
+	if !ok {
+		return nil
+	}
+	w = h.browsers.writer(w, origin)
 	if c.conn == nil || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
@@ -242,6 +267,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body *replayBody) *http.Request {
 	out := r.WithContext(r.Context())
 	out.Header = r.Header.Clone()
+	dropConnectionHeaders(out.Header)
 	out.Header.Del("Authorization")
 	out.Header.Del("Proxy-Authorization")
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
@@ -262,12 +288,41 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 	return out
 }
 
+// dropConnectionHeaders removes the hop-by-hop headers the app names in
+// Connection, and those names from Connection, keeping only "Upgrade" (for
+// WebSockets). The reverse proxy would otherwise remove the named headers
+// after this handler set them: "Connection: Authorization" would strip the
+// Bearer on its way upstream.
+func dropConnectionHeaders(h http.Header) {
+	values := h.Values("Connection")
+	if len(values) == 0 {
+		return
+	}
+	upgrade := false
+	for _, v := range values {
+		for name := range strings.SplitSeq(v, ",") {
+			name = textproto.TrimString(name)
+			if strings.EqualFold(name, "Upgrade") {
+				upgrade = true
+				continue
+			}
+			if name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	h.Del("Connection")
+	if upgrade {
+		h.Set("Connection", "Upgrade")
+	}
+}
+
 func stripFlowCookies(r *http.Request) {
 	all := r.Cookies()
 	r.Header.Del("Cookie")
 	var keep []string
 	for _, ck := range all {
-		if !strings.HasPrefix(ck.Name, flow.CookiePrefix) {
+		if !flow.IsCookie(ck.Name) {
 			keep = append(keep, ck.Name+"="+ck.Value)
 		}
 	}
@@ -328,13 +383,18 @@ func (f *firstAttempt) WriteHeader(code int) {
 		return
 	}
 	dst := f.w.Header()
-	for k, v := range f.header {
-		dst[k] = v
-	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		f.w.WriteHeader(code) // informational: the final status follows
+		// Informational: the final status follows. Its headers (those
+		// of a 103 Early Hints, say) belong to it alone, so the writer's
+		// own are put back once it is sent.
+		own := dst.Clone()
+		maps.Copy(dst, f.header)
+		f.w.WriteHeader(code)
+		clear(dst)
+		maps.Copy(dst, own)
 		return
 	}
+	maps.Copy(dst, f.header)
 	f.wrote = true
 	f.w.WriteHeader(code)
 }

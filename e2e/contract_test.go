@@ -47,10 +47,11 @@ func TestContractCaddyfile(t *testing.T) {
 	cfg := strings.Replace(string(b), "{\n\toauthconn {", "{\n\tadmin localhost:2999\n\toauthconn {", 1)
 	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
 	base := "http://localhost:8080"
+	proxy := "http://127.0.0.1:8081" // the apps' site
 	app := newBrowser()
 
 	for _, p := range []string{"/graph/v1.0/me", "/notion/v1/users"} {
-		resp, body := app.do(t, "GET", base+p, "", "")
+		resp, body := app.do(t, "GET", proxy+p, "", "")
 		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, `"error":"connector_unconfigured"`) || resp.Header.Get("Retry-After") == "" {
 			t.Errorf("%s: %d %s", p, resp.StatusCode, body)
 		}
@@ -119,7 +120,7 @@ func TestContractCaddyfile(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "demo is connected") {
 			t.Fatalf("connect: %d %s", resp.StatusCode, body)
 		}
-		resp, body = app.do(t, "GET", base+"/demo/hello", "", "")
+		resp, body = app.do(t, "GET", proxy+"/demo/hello", "", "")
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"path":"/hello"`) {
 			t.Fatalf("proxy: %d %s", resp.StatusCode, body)
 		}

@@ -75,7 +75,11 @@ func TestWhoMayConnect(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another user") || f.counter.Total() != before {
 		t.Fatalf("bob finishing alice's flow: %d %s", resp.StatusCode, body)
 	}
-	resp, _ = b.as(t, "alice", cb)
+	// The refusal ended that flow: its state redeems nothing any more.
+	if resp, body := b.as(t, "alice", cb); resp.StatusCode != http.StatusBadRequest || f.counter.Total() != before {
+		t.Fatalf("alice finishing the refused flow: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = b.as(t, "alice", toCallback(t, b, f.s, "alice"))
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("alice finishing her flow: %d", resp.StatusCode)
 	}
@@ -106,24 +110,30 @@ func TestIssuerCheck(t *testing.T) {
 	}
 }
 
-// TestRateLimits: per-address limits on authorize and callback, and the cap
-// on pending flows, answer 429 with Retry-After.
+// TestRateLimits: per-address limits on authorize and callback answer 429
+// with Retry-After; the cap on pending flows displaces the oldest flow
+// rather than refusing a new one.
 func TestRateLimits(t *testing.T) {
 	f := newFixtureWith(t, "client_secret_basic", sidecarOptions{app: "rate_limit 5 1m\n\t\tmax_pending_flows 2"})
-	b := newBrowser()
-	for i := range 2 {
-		if resp, _ := b.as(t, "", f.s.base+"/oauth/connectors/demo/authorize"); resp.StatusCode != http.StatusFound {
+	var first string
+	for i := range 3 {
+		resp, _ := newBrowser().as(t, "", f.s.base+"/oauth/connectors/demo/authorize")
+		if resp.StatusCode != http.StatusFound {
 			t.Fatalf("authorize %d: %d", i+1, resp.StatusCode)
 		}
+		if i == 0 {
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			first = loc.Query().Get("state")
+		}
 	}
-	resp, body := b.as(t, "", f.s.base+"/oauth/connectors/demo/authorize")
-	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "too_many_pending_authorizations") {
-		t.Fatalf("3rd pending flow: %d %s", resp.StatusCode, body)
+	// The third displaced the first, whose state now redeems nothing.
+	b := newBrowser()
+	resp, body := b.as(t, "", f.s.base+"/oauth/callback?"+url.Values{"state": {first}, "code": {"y"}}.Encode())
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "unknown or was already used") {
+		t.Fatalf("the displaced flow: %d %s", resp.StatusCode, body)
 	}
-	// Two more requests use up the 5 per minute; the next is limited.
-	for range 2 {
-		b.as(t, "", f.s.base+"/oauth/callback?state=x&code=y")
-	}
+	// One more request uses up the 5 per minute; the next is limited.
+	b.as(t, "", f.s.base+"/oauth/callback?state=x&code=y")
 	resp, body = b.as(t, "", f.s.base+"/oauth/callback?state=x&code=y")
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "Too many attempts") {
 		t.Fatalf("6th request: %d %s", resp.StatusCode, body)

@@ -57,7 +57,7 @@ func TestSidecar(t *testing.T) {
 			t.Fatalf("authorization URL = %s", out.AuthorizationURL)
 		}
 		ck := resp.Header.Get("Set-Cookie")
-		for _, want := range []string{"oauthconn_flow_", "Path=/oauth/callback", "Max-Age=600", "HttpOnly", "SameSite=Lax"} {
+		for _, want := range []string{"oauthconn_flow_demo=", "Path=/oauth;", "Max-Age=600", "HttpOnly", "SameSite=Lax"} {
 			if !strings.Contains(ck, want) {
 				t.Errorf("Set-Cookie %q lacks %q", ck, want)
 			}

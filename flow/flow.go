@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -89,17 +90,14 @@ func (f *Flows) TTL() time.Duration { return f.ttl }
 type Started struct {
 	// State goes into the authorization URL.
 	State string
-	// Binding goes into the browser's flow cookie.
+	// Binding goes into the browser's flow cookie (see Cookie).
 	Binding string
 	// Verifier is the PKCE verifier, whose challenge goes into the URL.
 	Verifier string
-	// CookieName is the flow cookie's name, unique to this flow so that
-	// flows started side by side in one browser do not clobber each other.
-	CookieName string
+	// ID names the flow's record: the SHA-256 of its state, as ID returns.
+	// It is not a secret, and nothing can finish the flow with it.
+	ID string
 }
-
-// CookiePrefix starts every flow cookie's name.
-const CookiePrefix = "oauthconn_flow_"
 
 // Params describe a flow to begin.
 type Params struct {
@@ -117,7 +115,7 @@ func (f *Flows) Begin(ctx context.Context, p Params) (Started, error) {
 	connector, subject, returnTo, createdBy := p.Connector, p.Subject, p.ReturnTo, p.CreatedBy
 	s := Started{State: random(32), Binding: random(32), Verifier: oauth2.GenerateVerifier()}
 	id := stateID(s.State)
-	s.CookieName = CookiePrefix + id[:16]
+	s.ID = id
 	now := f.now()
 	data := map[string]string{
 		"schema":       schemaVersion,
@@ -142,9 +140,6 @@ func (f *Flows) Begin(ctx context.Context, p Params) (Started, error) {
 	}
 	return s, nil
 }
-
-// CookieName returns the flow cookie's name for a state.
-func CookieName(state string) string { return CookiePrefix + stateID(state)[:16] }
 
 // Finish checks state, the browser's binding and the user (by, empty if
 // none) and consumes the flow: of any number of concurrent calls with one
@@ -191,6 +186,51 @@ func (f *Flows) Finish(ctx context.Context, state, binding, by string) (Flow, er
 	// delete fail.
 	f.store.Delete(ctx, p)
 	return fl, nil
+}
+
+// ID returns the ID of the flow whose state is state.
+func ID(state string) string { return stateID(state) }
+
+// Drop deletes the pending flow with ID id, if it is still there: a flow
+// displaced by newer ones, or refused at its callback. Its state then
+// redeems nothing.
+func (f *Flows) Drop(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := f.store.Delete(ctx, "states/"+id); err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return fmt.Errorf("dropping authorization state: %w", err)
+	}
+	return nil
+}
+
+// Abandon drops the pending flow with ID id on behalf of the browser that
+// holds its binding (when it starts another): a browser can end its own
+// flows, not others'. It reports whether the flow was dropped.
+func (f *Flows) Abandon(ctx context.Context, id, binding string) (bool, error) {
+	if err := checkID(id); err != nil {
+		return false, err
+	}
+	e, err := f.store.Get(ctx, "states/"+id)
+	if errors.Is(err, kv.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading authorization state: %w", err)
+	}
+	if e.Data["consumed"] != "" || subtle.ConstantTimeCompare([]byte(hash(binding)), []byte(e.Data["binding_hash"])) != 1 {
+		return false, nil
+	}
+	return true, f.Drop(ctx, id)
+}
+
+// checkID checks that id is a flow ID, so that it names nothing but a flow's
+// record.
+func checkID(id string) error {
+	if len(id) != 2*sha256.Size || strings.Trim(id, "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not a flow ID", id)
+	}
+	return nil
 }
 
 // Sweep deletes expired flows and returns how many it deleted.

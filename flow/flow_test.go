@@ -35,8 +35,8 @@ func TestBeginFinish(t *testing.T) {
 	if len(s.State) < 22 || len(s.Binding) < 22 || len(s.Verifier) < 43 {
 		t.Fatalf("secrets too short: %d %d %d", len(s.State), len(s.Binding), len(s.Verifier))
 	}
-	if s.CookieName != CookieName(s.State) || !strings.HasPrefix(s.CookieName, CookiePrefix) {
-		t.Fatalf("cookie name %q", s.CookieName)
+	if s.ID != ID(s.State) {
+		t.Fatalf("ID %q, ID(state) %q", s.ID, ID(s.State))
 	}
 	ids, _ := st.List(ctx, "states")
 	if len(ids) != 1 || strings.Contains(ids[0], s.State) {
@@ -72,6 +72,32 @@ func TestBeginFinish(t *testing.T) {
 	}
 	if _, err := f.Finish(ctx, "never-issued", s.Binding, "alice"); !errors.Is(err, ErrUnknownState) {
 		t.Fatalf("unknown state: %v", err)
+	}
+}
+
+func TestDrop(t *testing.T) {
+	f, st := newFlows(t, nil)
+	ctx := context.Background()
+	s, err := f.Begin(ctx, Params{Connector: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Drop(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := st.List(ctx, "states"); len(ids) != 0 {
+		t.Fatalf("dropped flow left records %v", ids)
+	}
+	if _, err := f.Finish(ctx, s.State, s.Binding, ""); !errors.Is(err, ErrUnknownState) {
+		t.Fatalf("finishing a dropped flow: %v", err)
+	}
+	if err := f.Drop(ctx, s.ID); err != nil {
+		t.Fatalf("dropping twice: %v", err)
+	}
+	for _, bad := range []string{"", "../tokens/demo", strings.Repeat("g", 64), strings.ToUpper(s.ID)} {
+		if err := f.Drop(ctx, bad); err == nil {
+			t.Errorf("Drop(%q) accepted", bad)
+		}
 	}
 }
 

@@ -1,7 +1,8 @@
-// Package ratelimit limits how often each client (by IP address) may call
-// an endpoint, with a token bucket per client from golang.org/x/time/rate.
-// The number of clients it remembers is bounded: the least recently seen
-// is forgotten first, so a flood of addresses cannot grow memory.
+// Package ratelimit limits how often each client (by IP address, IPv6 by
+// network; see ClientKey) may call an endpoint, with a token bucket per
+// client from golang.org/x/time/rate. The number of clients it remembers is
+// bounded: the least recently seen is forgotten first, so a flood of
+// addresses cannot grow memory.
 package ratelimit
 
 import (

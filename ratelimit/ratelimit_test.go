@@ -40,3 +40,36 @@ func TestBoundedClients(t *testing.T) {
 		t.Fatal("a recent client's limit was forgotten")
 	}
 }
+
+func TestClientKey(t *testing.T) {
+	for _, tt := range []struct {
+		ip   string
+		bits int
+		want string
+	}{
+		{"192.0.2.7", 64, "192.0.2.7"},
+		{"::ffff:192.0.2.7", 64, "192.0.2.7"},
+		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::1", 64, "2001:db8:1:2::/64"},
+		{"2001:db8:1:2ff::1", 56, "2001:db8:1:200::/56"},
+		{"fe80::1%eth0", 64, "fe80::/64"},
+		{"2001:db8::1", 128, "2001:db8::1"},
+		{"not an address", 64, "not an address"},
+	} {
+		if got := ClientKey(tt.ip, tt.bits); got != tt.want {
+			t.Errorf("ClientKey(%q, %d) = %q, want %q", tt.ip, tt.bits, got, tt.want)
+		}
+	}
+	// One /64 is one client: its addresses share a budget.
+	l := New(2, time.Minute, 100)
+	t0 := time.Now()
+	for i, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2::3"} {
+		ok, _ := l.Allow(ClientKey(ip, DefaultIPv6Prefix), t0)
+		if ok != (i < 2) {
+			t.Fatalf("request %d from %s: allowed=%v", i+1, ip, ok)
+		}
+	}
+	if ok, _ := l.Allow(ClientKey("2001:db8:1:3::1", DefaultIPv6Prefix), t0); !ok {
+		t.Fatal("another /64 was limited")
+	}
+}

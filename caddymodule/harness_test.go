@@ -1,0 +1,316 @@
+package caddymodule
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// testServer is Caddy running in this process on a loopback port, with the
+// oauthconn app on the file store in a temporary directory, a token endpoint
+// and an upstream API on httptest servers. It needs no other server, so the
+// tests using it run with go test -short.
+type testServer struct {
+	base     string // http://127.0.0.1:<port>, the site
+	addr     string // 127.0.0.1:<port>
+	storeDir string // the test's directory: Caddy's storage, the records
+	as       *fakeAS
+	up       *fakeUpstream
+}
+
+// testOptions are additions to the test Caddyfile.
+type testOptions struct {
+	publicURL string // default: the site's own URL
+	global    string // global options besides oauthconn
+	app       string // oauthconn options
+	connector string // options of connector demo
+	site      string // site directives before oauthconn_connect
+	proxy     string // subdirectives of oauthconn_proxy
+}
+
+const testCaddyfile = `{
+	admin off
+	persist_config off
+	storage file_system %[3]s/caddy
+	servers {
+		trusted_proxies static 127.0.0.0/8
+		client_ip_headers X-Forwarded-For
+	}
+	%[1]s
+	oauthconn {
+		public_url %[2]s
+		store file {
+			path %[3]s/oauthconn
+		}
+		%[4]s
+		connector demo {
+			authorization_url %[5]s/authorize
+			token_url %[5]s/token
+			client_id demo-client
+			client_secret demo-secret
+			auth_style basic
+			%[6]s
+		}
+	}
+}
+
+http://127.0.0.1:%[7]d {
+	bind 127.0.0.1
+	%[8]s
+	oauthconn_connect /oauth/*
+	handle_path /demo/* {
+		oauthconn_proxy demo %[9]s {
+			%[10]s
+		}
+	}
+}
+`
+
+// startServer loads the test Caddyfile into this process's Caddy; Caddy
+// stops when the test ends.
+func startServer(t *testing.T, o testOptions) *testServer {
+	t.Helper()
+	port := freePort(t)
+	s := &testServer{
+		addr:     fmt.Sprintf("127.0.0.1:%d", port),
+		storeDir: t.TempDir(),
+		as:       newFakeAS(t),
+		up:       newFakeUpstream(t),
+	}
+	s.base = "http://" + s.addr
+	if o.publicURL == "" {
+		o.publicURL = s.base
+	}
+	src := fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
+		port, o.site, s.up.URL, o.proxy)
+	s.load(t, src)
+	return s
+}
+
+// load replaces the running configuration with the Caddyfile src.
+func (s *testServer) load(t *testing.T, src string) {
+	t.Helper()
+	cfg, err := adapt(src)
+	if err != nil {
+		t.Fatalf("adapting the test Caddyfile: %v\n%s", err, src)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading the test Caddyfile: %v", err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+}
+
+// caddyStop stops Caddy now, so that its logs are flushed and closed.
+func caddyStop(t *testing.T) {
+	t.Helper()
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// client is a browser or an app: it keeps cookies and never follows
+// redirects.
+type client struct {
+	c       *http.Client
+	headers http.Header // sent with every request
+}
+
+func newClient() *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{headers: http.Header{}, c: &http.Client{
+		Jar:           jar,
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// from makes the client's requests look as if they came from address ip
+// (through the trusted X-Forwarded-For).
+func (c *client) from(ip string) *client {
+	c.headers.Set("X-Forwarded-For", ip)
+	return c
+}
+
+// do sends a request and returns the response with its body read.
+func (c *client) do(t *testing.T, method, u string, hdr http.Header, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range c.headers {
+		req.Header[k] = v
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// authorize starts a flow of connector demo and returns the state from the
+// redirect to the provider.
+func (s *testServer) authorize(t *testing.T, c *client) (state string, resp *http.Response) {
+	t.Helper()
+	resp, body := c.do(t, "GET", s.base+"/oauth/connectors/demo/authorize", nil, "")
+	if resp.StatusCode != http.StatusFound {
+		return "", resp
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("state") == "" {
+		t.Fatalf("authorize redirected to %q: %s", resp.Header.Get("Location"), body)
+	}
+	return loc.Query().Get("state"), resp
+}
+
+// callback returns to the callback as the provider would, with a code.
+func (s *testServer) callback(t *testing.T, c *client, state, code string) (*http.Response, string) {
+	t.Helper()
+	return c.do(t, "GET", s.base+"/oauth/callback?"+url.Values{"state": {state}, "code": {code}}.Encode(), nil, "")
+}
+
+// connect runs a whole authorization with client c and checks it succeeded.
+func (s *testServer) connect(t *testing.T, c *client) {
+	t.Helper()
+	state, resp := s.authorize(t, c)
+	if state == "" {
+		t.Fatalf("authorize: %d", resp.StatusCode)
+	}
+	if resp, body := s.callback(t, c, state, "code-"+state[:8]); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("callback: %d %s", resp.StatusCode, body)
+	}
+}
+
+// rawRequest sends one HTTP/1.1 request as written and returns the
+// response with its body read.
+func rawRequest(t *testing.T, addr, raw string) *http.Response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp
+}
+
+// fakeAS is an authorization server's token endpoint: every code is good
+// and gets a new access token.
+type fakeAS struct {
+	*httptest.Server
+	n atomic.Int64
+}
+
+func newFakeAS(t *testing.T) *fakeAS {
+	as := &fakeAS{}
+	as.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" || r.ParseForm() != nil {
+			http.NotFound(w, r)
+			return
+		}
+		n := as.n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"access_token": fmt.Sprintf("at-%d", n), "refresh_token": fmt.Sprintf("rt-%d", n),
+			"token_type": "Bearer", "expires_in": 3600,
+		})
+	}))
+	t.Cleanup(as.Close)
+	return as
+}
+
+// seen is one request as the upstream received it.
+type seen struct {
+	Method, Path string
+	Header       http.Header
+}
+
+// fakeUpstream is the API behind the proxy. It answers every request with
+// 200 and permissive CORS headers of its own; /hints first sends a 103
+// Early Hints with headers that the final response does not have.
+type fakeUpstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []seen
+}
+
+func newFakeUpstream(t *testing.T) *fakeUpstream {
+	up := &fakeUpstream{}
+	up.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up.mu.Lock()
+		up.reqs = append(up.reqs, seen{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone()})
+		up.mu.Unlock()
+		h := w.Header()
+		if r.URL.Path == "/hints" {
+			h.Set("Link", "</style.css>; rel=preload")
+			h.Set("X-Early", "only-in-103")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Del("Link")
+			h.Del("X-Early")
+		}
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Set("Access-Control-Expose-Headers", "X-Upstream")
+		h.Set("X-Upstream", "yes")
+		h.Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"path":%q}`, r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// calls returns how many requests the upstream has received.
+func (u *fakeUpstream) calls() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.reqs)
+}
+
+// last returns the upstream's last request.
+func (u *fakeUpstream) last(t *testing.T) seen {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.reqs) == 0 {
+		t.Fatal("the upstream received no request")
+	}
+	return u.reqs[len(u.reqs)-1]
+}
