@@ -277,13 +277,6 @@ func last(hops []hop) hop {
 	return hops[len(hops)-1]
 }
 
-// field decodes one field of a handler's configuration.
-func (h hop) field(name string) string {
-	var s string
-	_ = json.Unmarshal(h.fields[name], &s)
-	return s
-}
-
 func has(hops []hop, handler string) bool {
 	for _, h := range hops {
 		if h.handler == handler {
