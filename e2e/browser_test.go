@@ -48,39 +48,9 @@ func artefacts(t *testing.T) string {
 // popup's success page notifies the page, which shows "connected" without a
 // reload; Disconnect takes it away again.
 func TestConnectPageInBrowser(t *testing.T) {
-	exe := chromium(t)
+	ctx := headless(t, chromedp.WindowSize(1100, 700))
 	f := newFixture(t, "client_secret_basic")
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-popup-blocking", false), chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1100, 700),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-
-	status := `document.querySelector('tr[data-connector="demo"] [data-field="status"]').textContent`
-	waitStatus := func(want string) error {
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](status+` === "`+want+`"`, chromedp.WithPollingTimeout(20*time.Second)))
-		return err
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(f.s.base+"/oauth/")); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitStatus("authorization_required"); err != nil {
-		t.Fatalf("the page does not show the connector: %v", err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Click(`a[data-action="connect"]`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitStatus("connected"); err != nil {
-		t.Fatalf("the page never showed connected: %v", err)
-	}
+	connectOnPage(t, ctx, f.s.base)
 	pageURL, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil {
 		t.Fatal(err)
@@ -108,10 +78,54 @@ func TestConnectPageInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Click(`button[data-action="disconnect"]`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitStatus("authorization_required"); err != nil {
+	if err := waitStatus(ctx, "authorization_required"); err != nil {
 		t.Fatalf("disconnecting in the browser: %v", err)
 	}
 	if f.s.stored(t, "demo") != nil {
 		t.Fatal("the token is still in Vault after Disconnect")
 	}
+}
+
+// headless starts a headless Chromium for the test and returns a context
+// that drives it, bounded to a minute. extra options come after the
+// defaults (popups allowed, no background traffic).
+func headless(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-popup-blocking", false), chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(opts, extra...)...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	return ctx
+}
+
+// connectOnPage opens the connect page at base, checks that it shows demo
+// as needing authorization, clicks Connect and waits until the page shows
+// it connected (the popup's flow done).
+func connectOnPage(t *testing.T, ctx context.Context, base string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/oauth/")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitStatus(ctx, "authorization_required"); err != nil {
+		t.Fatalf("the page does not show the connector: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(`a[data-action="connect"]`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitStatus(ctx, "connected"); err != nil {
+		t.Fatalf("the page never showed connected: %v", err)
+	}
+}
+
+// waitStatus waits until the connect page shows demo's status as want.
+func waitStatus(ctx context.Context, want string) error {
+	const status = `document.querySelector('tr[data-connector="demo"] [data-field="status"]').textContent`
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](status+` === "`+want+`"`, chromedp.WithPollingTimeout(20*time.Second)))
+	return err
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +18,7 @@ import (
 // reaches the upstream; a page of an allow_browsers origin calls it with
 // CORS, answered by the proxy, and reads the response.
 func TestBrowsersDoNotGetTheConnection(t *testing.T) {
-	exe := chromium(t)
+	ctx := headless(t)
 	f := newFixture(t, "client_secret_basic")
 	connect(t, f.s, newBrowser())
 
@@ -51,18 +50,6 @@ func TestBrowsersDoNotGetTheConnection(t *testing.T) {
 	}
 	caddytest.NewTester(t).InitServer(strings.Replace(cfg, "replay_limit 64KiB", "replay_limit 64KiB\n\t\t\tallow_browsers "+app.URL, 1), "caddyfile")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
 	title := func(u, prefix string) string {
 		t.Helper()
 		if err := chromedp.Do(ctx, chromedp.Navigate(u)); err != nil {

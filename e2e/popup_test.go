@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 // redirect_uri given instead), the popup's success page still tells the
 // connect page, which shows the connection, and closes.
 func TestPopupWithoutPublicURL(t *testing.T) {
-	exe := chromium(t)
+	ctx := headless(t)
 	f := newFixture(t, "client_secret_basic")
 	cfg := sidecarCaddyfile(f.s.prefix, f.h.PublicURL, f.counter.URL, f.c, f.up.URL, sidecarOptions{
 		authStyle: "basic", connector: "redirect_uri http://localhost:9080/oauth/callback",
@@ -24,36 +23,7 @@ func TestPopupWithoutPublicURL(t *testing.T) {
 	}
 	caddytest.NewTester(t).InitServer(strings.Replace(cfg, "public_url http://localhost:9080", "", 1), "caddyfile")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-popup-blocking", false), chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-
-	status := `document.querySelector('tr[data-connector="demo"] [data-field="status"]').textContent`
-	waitStatus := func(want string) error {
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](status+` === "`+want+`"`, chromedp.WithPollingTimeout(20*time.Second)))
-		return err
-	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(f.s.base+"/oauth/")); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitStatus("authorization_required"); err != nil {
-		t.Fatalf("the page does not show the connector: %v", err)
-	}
-	if err := chromedp.Do(ctx, chromedp.Click(`a[data-action="connect"]`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitStatus("connected"); err != nil {
-		t.Fatalf("the page never showed connected: %v", err)
-	}
+	connectOnPage(t, ctx, f.s.base)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		targets, err := chromedp.Targets(ctx)
