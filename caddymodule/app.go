@@ -97,6 +97,7 @@ type App struct {
 
 	store      RecordStore
 	rawStore   RecordStore
+	health     *storeHealth
 	telemetry  *telemetry
 	returnTo   flow.ReturnTo
 	limiter    *ratelimit.Limiter
@@ -252,6 +253,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store = store
 	a.rawStore = store
+	a.health = newStoreHealth(func(ctx context.Context) error { return checkStore(ctx, a.rawStore) })
 
 	// The token cache, shared with earlier configurations on this store.
 	a.poolKey = store.Location()
