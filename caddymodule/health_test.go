@@ -38,6 +38,14 @@ func TestReadyzLivez(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, `"status":"not_ready"`) || !strings.Contains(body, `"store":"writing a probe record`) {
 		t.Fatalf("readyz on a broken store: %d %s", resp.StatusCode, body)
 	}
+	// The connectors' status and the page say why.
+	resp, body = c.do(t, "GET", s.base+"/oauth/connectors", nil, "")
+	if !strings.Contains(body, `"status":"unavailable"`) || !strings.Contains(body, `"store_error":"`) {
+		t.Fatalf("status on a broken store: %d %s", resp.StatusCode, body)
+	}
+	if _, page := c.do(t, "GET", s.base+"/oauth/", nil, ""); !strings.Contains(page, "the store cannot be read") {
+		t.Fatalf("the page does not show the store error:\n%s", page)
+	}
 	resp, body = c.do(t, "GET", s.base+"/oauth/livez", nil, "")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("livez: %d %s", resp.StatusCode, body)
