@@ -121,13 +121,6 @@ func (h *storeHealth) get(ctx context.Context) error {
 	return err
 }
 
-// last returns the latest result without checking: nil when none failed.
-func (h *storeHealth) last() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.err
-}
-
 // readyz answers 200 when the store is usable and 503 with the reason
 // otherwise, for load balancers and orchestrators: a replica that cannot
 // reach its store can neither hand out tokens it has not cached nor save
