@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"regexp"
 	"runtime/debug"
 	"strings"
@@ -28,6 +31,8 @@ func runOAuthConn(cmd *cobra.Command, args []string) error {
 	case "version":
 		fmt.Fprintln(cmd.OutOrStdout(), versionText())
 		return nil
+	case "doctor":
+		err = runDoctor(cmd, args[1:])
 	default:
 		_, err = cmdOAuthConn(caddycmd.Flags{FlagSet: cmd.Flags()})
 	}
@@ -112,3 +117,55 @@ func moduleVersion(bi *debug.BuildInfo) string {
 
 // errNoRefreshToken is returned by oauthconn import when stdin was empty.
 var errNoRefreshToken = errors.New("no refresh token was given: pipe it on stdin (caddy-oauthconn oauthconn import <connector> < token-file) or type it at the prompt")
+
+// errDoctorFound makes oauthconn doctor exit with status 1 when it found an
+// error; the findings themselves are already printed.
+var errDoctorFound = errors.New("found problems; see the lines marked ERROR")
+
+// runDoctor asks the running process to check its configuration and prints
+// one line per finding, with the fix for each problem.
+func runDoctor(cmd *cobra.Command, args []string) error {
+	addr, err := caddycmd.DetermineAdminAPIAddress(cmd.Flags().Lookup("address").Value.String(), nil, "", "")
+	if err != nil {
+		return err
+	}
+	uri := "/oauthconn/doctor"
+	if len(args) > 0 {
+		uri += "?connector=" + url.QueryEscape(args[0])
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, uri, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Findings []finding `json:"findings"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return fmt.Errorf("reading the doctor's findings: %w", err)
+	}
+	failed := printFindings(cmd.OutOrStdout(), out.Findings)
+	if failed {
+		return errDoctorFound
+	}
+	return nil
+}
+
+// printFindings prints one line per finding and reports whether any is an
+// error.
+func printFindings(w io.Writer, findings []finding) bool {
+	failed := false
+	for _, f := range findings {
+		where := f.Check
+		if f.Connector != "" {
+			where = f.Connector + " " + f.Check
+		}
+		line := fmt.Sprintf("%-5s %s: %s", strings.ToUpper(f.Level), where, f.Message)
+		if f.Fix != "" && f.Level != "ok" {
+			line += " — fix: " + f.Fix
+		}
+		fmt.Fprintln(w, line)
+		failed = failed || f.Level == "error"
+	}
+	return failed
+}

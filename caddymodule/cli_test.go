@@ -95,3 +95,27 @@ func TestCLIVersion(t *testing.T) {
 		t.Fatalf("as the main module: %q", v)
 	}
 }
+
+// TestCLIDoctor: oauthconn doctor asks the admin API for the findings of
+// one connector, prints one line each with the fix, and fails when one is
+// an error.
+func TestCLIDoctor(t *testing.T) {
+	var asked string
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked = r.URL.RequestURI()
+		io.WriteString(w, `{"findings":[{"level":"ok","connector":"demo","check":"authorization_url","message":"answers"},`+
+			`{"level":"error","connector":"demo","check":"token_url","message":"answers 404","fix":"set token_url to X"}]}`)
+	}))
+	defer admin.Close()
+	out, _, err := runCLI(t, "doctor", "demo", "--address", strings.TrimPrefix(admin.URL, "http://"))
+	if !errors.Is(err, errDoctorFound) {
+		t.Fatalf("err %v", err)
+	}
+	if asked != "/oauthconn/doctor?connector=demo" {
+		t.Fatalf("asked %s", asked)
+	}
+	want := "OK    demo authorization_url: answers\nERROR demo token_url: answers 404 — fix: set token_url to X\n"
+	if out != want {
+		t.Fatalf("stdout %q, want %q", out, want)
+	}
+}

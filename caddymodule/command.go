@@ -19,7 +19,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "oauthconn",
-		Usage: "status|authorize|refresh|disconnect|import|version [--address <admin>] ...",
+		Usage: "status|authorize|refresh|disconnect|import|doctor|version [--address <admin>] ...",
 		Short: "Operates oauthconn connections through Caddy's admin API",
 		Long: `
 Operates the connections of a running caddy-oauthconn through its admin
@@ -33,6 +33,8 @@ endpoint, as caddy reload does for configuration.
   oauthconn import <connector> [--subject S]  stores a refresh token read
                                               from stdin (typed at a terminal:
                                               not echoed), then redeems it
+  oauthconn doctor [<connector>]              checks endpoints, metadata, the
+                                              redirect URI and the store
   oauthconn version                           this module's and Caddy's versions
 
 --address is the admin endpoint (default: localhost:2019).
