@@ -297,7 +297,7 @@ func (d *doctorRun) store(ctx context.Context) {
 	if v, ok := d.app.rawStore.(*vault.Store); ok {
 		if err := v.Health(ctx); err != nil {
 			fix := "check that Vault runs, is unsealed, and that this address reaches it"
-			if d.app.storeFrom == storeOrigin(&VaultStore{}) {
+			if d.app.storeFrom == defaultVaultOrigin {
 				fix = "no Vault address is configured and VAULT_ADDR is unset: set the store's address or VAULT_ADDR"
 			}
 			d.add("error", "", "store", "Vault at "+where+": "+err.Error(), fix)

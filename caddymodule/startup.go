@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/hashicorp/vault/api"
 	"go.uber.org/zap"
 
@@ -19,15 +20,24 @@ func storeOrigin(opener StoreOpener) string {
 	if !ok {
 		return ""
 	}
+	// A placeholder that expands to nothing leaves the choice to the
+	// Vault client, as no address at all does.
+	expanded := caddy.NewReplacer().ReplaceKnown(v.Address, "")
 	switch {
-	case v.Address != "":
+	case expanded != "" && expanded != v.Address:
+		return "the store's address setting " + v.Address
+	case expanded != "":
 		return "the store's address setting"
 	case os.Getenv(api.EnvVaultAddress) != "":
 		return "the VAULT_ADDR environment variable"
 	default:
-		return "Vault's default: no address is configured and VAULT_ADDR is unset"
+		return defaultVaultOrigin
 	}
 }
+
+// defaultVaultOrigin is the storeOrigin of a Vault address that nothing
+// set: the Vault client then uses https://127.0.0.1:8200 without a word.
+const defaultVaultOrigin = "Vault's default: no address is configured and VAULT_ADDR is unset"
 
 // storeAddress is the store's address for messages, or its location.
 func (a *App) storeAddress() string {
@@ -49,7 +59,7 @@ func (a *App) checkStoreAtStart(ctx context.Context) error {
 			fields = append(fields, zap.String("address_from", a.storeFrom))
 		}
 		msg := "the store is not usable: connections cannot be read or saved until it is; run `caddy-oauthconn oauthconn doctor` for details"
-		if a.storeFrom != "" && a.storeFrom == storeOrigin(&VaultStore{}) {
+		if a.storeFrom == defaultVaultOrigin {
 			msg = "the store is not usable, and the Vault address was not configured: VAULT_ADDR is unset, so the Vault client fell back to https://127.0.0.1:8200; set the store's address or VAULT_ADDR"
 		}
 		if a.RequireStoreAtStart {

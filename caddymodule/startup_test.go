@@ -57,14 +57,15 @@ http://127.0.0.1:%[2]d {
 // Vault is logged as a warning naming the address and where it came from,
 // and the default address is called out as such.
 func TestStoreCheckedAtStart(t *testing.T) {
-	t.Setenv("VAULT_ADDR", "")
 	for _, tc := range []struct {
-		name, address, origin, msg string
+		name, vaultAddr, address, origin, msg string
 	}{
-		{"configured", "http://127.0.0.1:1", "the store's address setting", "the store is not usable"},
-		{"default", "", "Vault's default", "VAULT_ADDR is unset"},
+		{"configured", "", "http://127.0.0.1:1", "the store's address setting", "the store is not usable: connections"},
+		{"VAULT_ADDR", "http://127.0.0.1:1", "", "the VAULT_ADDR environment variable", "the store is not usable: connections"},
+		{"default", "", "", "Vault's default", "VAULT_ADDR is unset"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("VAULT_ADDR", tc.vaultAddr)
 			opener := &VaultStore{Address: tc.address, Token: "some-token"}
 			st, err := vault.New(vault.Config{Address: tc.address, Token: "some-token", MaxRetries: -1})
 			if err != nil {
@@ -89,5 +90,30 @@ func TestStoreCheckedAtStart(t *testing.T) {
 				t.Fatal("the token was logged")
 			}
 		})
+	}
+}
+
+// TestStoreOrigin: the origin of the Vault address names the placeholder
+// it was configured with, and one that expands to nothing counts as unset.
+func TestStoreOrigin(t *testing.T) {
+	t.Setenv("OAUTHCONN_TEST_VAULT", "http://vault.internal:8200")
+	t.Setenv("OAUTHCONN_TEST_EMPTY", "")
+	t.Setenv("VAULT_ADDR", "")
+	for addr, want := range map[string]string{
+		"http://vault.internal:8200": "the store's address setting",
+		"{env.OAUTHCONN_TEST_VAULT}": "the store's address setting {env.OAUTHCONN_TEST_VAULT}",
+		"{env.OAUTHCONN_TEST_EMPTY}": "Vault's default: no address is configured and VAULT_ADDR is unset",
+		"":                           "Vault's default: no address is configured and VAULT_ADDR is unset",
+	} {
+		if got := storeOrigin(&VaultStore{Address: addr}); got != want {
+			t.Errorf("%q: %q, want %q", addr, got, want)
+		}
+	}
+	t.Setenv("VAULT_ADDR", "http://elsewhere:8200")
+	if got := storeOrigin(&VaultStore{}); got != "the VAULT_ADDR environment variable" {
+		t.Errorf("VAULT_ADDR: %q", got)
+	}
+	if got := storeOrigin(&FileStore{}); got != "" {
+		t.Errorf("file store: %q", got)
 	}
 }
