@@ -32,6 +32,10 @@ type finding struct {
 	Fix string `json:"fix,omitempty"`
 }
 
+// microsoftLogin is Microsoft's identity platform, whose per-tenant
+// metadata the doctor reads; a variable so that tests can stand in for it.
+var microsoftLogin = "https://login.microsoftonline.com"
+
 // doctorTimeout bounds each network call of the doctor's checks.
 const doctorTimeout = 10 * time.Second
 
@@ -201,7 +205,7 @@ func (d *doctorRun) metadata(ctx context.Context, conn, provider, tenant, issuer
 		if tenant == "" {
 			tenant = "common"
 		}
-		locations = []string{"https://login.microsoftonline.com/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration"}
+		locations = []string{microsoftLogin + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration"}
 	case issuer != "":
 		iu, err := url.Parse(issuer)
 		if err != nil {

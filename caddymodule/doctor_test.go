@@ -167,3 +167,30 @@ func TestAdminDoctorRoute(t *testing.T) {
 		t.Fatalf("unknown connector: %v", err)
 	}
 }
+
+// TestDoctorMicrosoftTenant: for provider microsoft the tenant's metadata
+// is read; Microsoft answers 400 for a tenant it does not know, and the
+// endpoints of a known one are compared.
+func TestDoctorMicrosoftTenant(t *testing.T) {
+	ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, `{"issuer":"https://login.microsoftonline.com/1111/v2.0","authorization_endpoint":"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize","token_endpoint":"https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"}`)
+	}))
+	defer ms.Close()
+	defer func(old string) { microsoftLogin = old }(microsoftLogin)
+	microsoftLogin = ms.URL
+	base := "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/"
+	d := &doctorRun{app: &App{}, client: ms.Client()}
+	d.metadata(context.Background(), "graph", "microsoft", "contoso.onmicrosoft.com", "", base+"authorize", base+"token")
+	if len(d.out) != 1 || d.out[0].Level != "ok" {
+		t.Fatalf("known tenant: %+v", d.out)
+	}
+	d.out = nil
+	d.metadata(context.Background(), "graph", "microsoft", "contoso-typo", "", base+"authorize", base+"token")
+	if len(d.out) != 1 || d.out[0].Level != "error" || d.out[0].Check != "tenant" || !strings.Contains(d.out[0].Message, `tenant "contoso-typo"`) {
+		t.Fatalf("unknown tenant: %+v", d.out)
+	}
+}
