@@ -117,3 +117,20 @@ func TestStoreOrigin(t *testing.T) {
 		t.Errorf("file store: %q", got)
 	}
 }
+
+// TestRequireStoreAtStartCaddyfile: the option is a boolean, on when bare.
+func TestRequireStoreAtStartCaddyfile(t *testing.T) {
+	for body, want := range map[string]string{
+		"require_store_at_start":       `"require_store_at_start":true`,
+		"require_store_at_start true":  `"require_store_at_start":true`,
+		"require_store_at_start false": `"oauthconn":{}`,
+	} {
+		out, err := adapt(global(body))
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("%s: %v\n%s", body, err, out)
+		}
+	}
+	if _, err := adapt(global("require_store_at_start maybe")); err == nil || !strings.Contains(err.Error(), "true or false") {
+		t.Errorf("a non-boolean: %v", err)
+	}
+}
