@@ -24,6 +24,7 @@ func init() {
 //	POST   /oauthconn/connectors/{name}/refresh[?subject=] refresh now
 //	DELETE /oauthconn/connectors/{name}[?subject=]         disconnect
 //	POST   /oauthconn/connectors/{name}/import             {"refresh_token":…,"subject":…}
+//	GET    /oauthconn/doctor[?connector=]                  check the configuration against the world
 //
 // Per-user connectors report how many connections they hold, or one
 // subject's with ?subject=.
@@ -62,6 +63,7 @@ func (AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	mux.HandleFunc("POST /oauthconn/connectors/{name}/import", func(w http.ResponseWriter, r *http.Request) {
 		apiErr = app.adminImport(w, r)
 	})
+	mux.HandleFunc("GET /oauthconn/doctor", func(w http.ResponseWriter, r *http.Request) { apiErr = app.adminDoctor(w, r) })
 	mux.HandleFunc("/oauthconn/", func(http.ResponseWriter, *http.Request) {
 		apiErr = caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("no such oauthconn admin route")}
 	})

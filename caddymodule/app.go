@@ -95,8 +95,17 @@ type App struct {
 	// 128 counts each IPv6 address.
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 
+	// RequireStoreAtStart makes starting fail when the store cannot be
+	// used (unreachable, sealed, or its credentials refused or lacking a
+	// capability the proxy needs), checked for at most 5 seconds. By
+	// default a failed check is logged as a warning and Caddy starts, so
+	// that a store that comes up later is used as soon as it does.
+	RequireStoreAtStart bool `json:"require_store_at_start,omitempty"`
+
 	store      RecordStore
 	rawStore   RecordStore
+	health     *storeHealth
+	storeFrom  string // where the Vault store's address came from
 	telemetry  *telemetry
 	returnTo   flow.ReturnTo
 	limiter    *ratelimit.Limiter
@@ -252,6 +261,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store = store
 	a.rawStore = store
+	a.health = newStoreHealth(func(ctx context.Context) error { return checkStore(ctx, a.rawStore) })
+	a.storeFrom = storeOrigin(opener)
 
 	// The token cache, shared with earlier configurations on this store.
 	a.poolKey = store.Location()
@@ -322,6 +333,11 @@ func (a *App) Start() error {
 	a.sweepDone = make(chan struct{})
 	go a.sweep(ctx, time.Duration(a.SweepInterval))
 	a.background = new(sync.WaitGroup)
+	if err := a.checkStoreAtStart(ctx); err != nil {
+		cancel()
+		<-a.sweepDone
+		return err
+	}
 	for _, name := range a.connectorNames() {
 		if c := a.Connectors[name]; c.conn != nil && c.keepAlive > 0 {
 			a.background.Add(1)

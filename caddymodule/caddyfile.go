@@ -47,6 +47,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		ipv6_prefix    <bits>
 //		max_pending_flows <n>
 //		max_pending_flows_per_client <n>
+//		require_store_at_start [true|false]
 //		store vault {
 //			address   <url>
 //			token     <token>
@@ -159,6 +160,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("ipv6_prefix %d must be at most 128", n)
 				}
 				a.IPv6Prefix = n
+			}
+		case "require_store_at_start":
+			// Bare, it turns the check on: that is why one writes it.
+			a.RequireStoreAtStart = true
+			if d.NextArg() {
+				v, err := strconv.ParseBool(d.Val())
+				if err != nil {
+					return d.Errf("require_store_at_start must be true or false, got %q", d.Val())
+				}
+				a.RequireStoreAtStart = v
+			}
+			if d.NextArg() {
+				return d.ArgErr()
 			}
 		case "store":
 			if a.StoreRaw != nil {

@@ -19,7 +19,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "oauthconn",
-		Usage: "status|authorize|refresh|disconnect|import [--address <admin>] ...",
+		Usage: "status|authorize|refresh|disconnect|import|doctor|version [--address <admin>] ...",
 		Short: "Operates oauthconn connections through Caddy's admin API",
 		Long: `
 Operates the connections of a running caddy-oauthconn through its admin
@@ -33,14 +33,17 @@ endpoint, as caddy reload does for configuration.
   oauthconn import <connector> [--subject S]  stores a refresh token read
                                               from stdin (typed at a terminal:
                                               not echoed), then redeems it
+  oauthconn doctor [<connector>]              checks endpoints, metadata, the
+                                              redirect URI and the store
+  oauthconn version                           this module's and Caddy's versions
 
 --address is the admin endpoint (default: localhost:2019).
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.Args = cobra.RangeArgs(1, 2)
+			cmd.Args = cobra.RangeArgs(0, 2)
 			cmd.Flags().String("address", "", "The address of the admin endpoint")
 			cmd.Flags().String("subject", "", "The subject of a per-user connector")
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdOAuthConn)
+			cmd.RunE = runOAuthConn
 		},
 	})
 }
@@ -129,13 +132,20 @@ func readRefreshToken(in *os.File, prompt io.Writer, connector string) (string, 
 		if len(b) > maxRefreshToken {
 			return "", errors.New("the refresh token is too long")
 		}
-		return string(bytes.TrimSpace(b)), nil
+		return nonEmpty(b)
 	}
 	b, err := io.ReadAll(io.LimitReader(in, maxRefreshToken))
 	if err != nil {
 		return "", fmt.Errorf("reading the refresh token: %w", err)
 	}
-	return string(bytes.TrimSpace(b)), nil
+	return nonEmpty(b)
+}
+
+func nonEmpty(b []byte) (string, error) {
+	if t := bytes.TrimSpace(b); len(t) > 0 {
+		return string(t), nil
+	}
+	return "", errNoRefreshToken
 }
 
 func printAuthorizeURL(addr, name, q string) (int, error) {

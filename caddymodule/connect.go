@@ -33,6 +33,8 @@ func init() {
 //	GET  {base}/callback                      the provider's redirect back
 //	DELETE {base}/connectors/{name}           disconnect: revoke, then delete
 //	GET  {base}/connectors                    connectors and their status, JSON
+//	GET  {base}/readyz                        200 when the store is usable, else 503
+//	GET  {base}/livez                         200 while the process serves
 //	GET  {base}/                              the same as a page
 //
 // Requests outside the base path go to the next handler.
@@ -69,6 +71,8 @@ func (h *ConnectHandler) Provision(ctx caddy.Context) error {
 	mux.HandleFunc("DELETE "+b+"/connectors/{name}", h.disconnect)
 	mux.HandleFunc("POST "+b+"/connectors/{name}/disconnect", h.disconnectForm)
 	mux.HandleFunc("GET "+b+"/assets/{file}", serveAsset)
+	mux.HandleFunc("GET "+b+"/readyz", h.readyz)
+	mux.HandleFunc("GET "+b+"/livez", h.livez)
 	mux.HandleFunc("GET "+b+"/{$}", h.page)
 	mux.HandleFunc(b+"/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_found", Message: "no such oauthconn route"})

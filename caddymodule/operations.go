@@ -31,6 +31,9 @@ type connectorStatus struct {
 	Subject      string `json:"subject,omitempty"`
 	Connections  *int   `json:"connections,omitempty"`
 	AuthorizeURL string `json:"authorize_url,omitempty"`
+	// StoreError is why the store could not be read, when the status is
+	// unavailable, so that the page and the status JSON say what to fix.
+	StoreError string `json:"store_error,omitempty"`
 }
 
 // status describes connector c's connection for subject (subjectErr: the
@@ -52,7 +55,7 @@ func (a *App) status(ctx context.Context, c *Connector, subject string, subjectE
 	switch {
 	case err != nil:
 		a.logger.Warn("reading connection status", zap.String("connector", c.name), zap.Error(err))
-		st.Status = "unavailable"
+		st.Status, st.StoreError = "unavailable", err.Error()
 	case s.Misconfigured != "":
 		// Connections are kept; the operator must fix the client.
 		st.Status = "misconfigured"

@@ -348,3 +348,51 @@ func (e *responseError) StatusCode() int { return e.status }
 
 // Interface guard.
 var _ kv.Store = (*Store)(nil)
+
+// neededCapabilities are what the store's calls need on each kind of path
+// below the prefix: KV v2 reads and check-and-set writes go to data/,
+// List, the version limit and the deletes of every version to metadata/.
+var neededCapabilities = []struct {
+	kind string
+	caps []string
+}{
+	{"data", []string{"create", "read", "update"}},
+	{"metadata", []string{"read", "update", "delete", "list"}},
+}
+
+// CheckCapabilities asks Vault (sys/capabilities-self) whether the store's
+// token may do what the store needs on a record below the prefix, so that
+// a token with the wrong policy is reported by what it lacks rather than
+// by the first request it fails. p is a record path, relative to the
+// prefix.
+func (s *Store) CheckCapabilities(ctx context.Context, p string) error {
+	for _, n := range neededCapabilities {
+		full := s.mount + "/" + n.kind + "/" + s.full(p)
+		got, err := s.client.Sys().CapabilitiesSelfWithContext(ctx, full)
+		if err != nil {
+			var re *api.ResponseError
+			if errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
+				return fmt.Errorf("vault: the token was refused: it is invalid or expired, or its policies do not allow sys/capabilities-self (Vault's default policy does): %w", cleanErr(err))
+			}
+			return fmt.Errorf("vault: checking the token's capabilities on %s: %w", full, cleanErr(err))
+		}
+		have := make(map[string]bool, len(got))
+		for _, c := range got {
+			have[c] = true
+		}
+		if have["root"] {
+			continue
+		}
+		var missing []string
+		for _, c := range n.caps {
+			if !have[c] {
+				missing = append(missing, c)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("vault: the token lacks %s on %s (it has: %s); its policy must grant %s",
+				strings.Join(missing, ", "), full, strings.Join(got, ", "), strings.Join(n.caps, ", "))
+		}
+	}
+	return nil
+}
