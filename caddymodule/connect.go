@@ -179,24 +179,48 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	returnTo := r.URL.Query().Get("return_to")
 	popup := r.URL.Query().Get("popup") == "1"
+	form := false // a form posted from the confirmation page: redirect, not JSON
 	if r.Method == http.MethodPost {
+		if !h.app.postIntended(r) {
+			writeJSON(w, http.StatusForbidden, apiError{Error: "cross_site_request", Connector: c.name,
+				Message: "authorize by POST from this origin, or with a JSON body"})
+			return
+		}
 		var body struct {
 			ReturnTo string `json:"return_to"`
 			Popup    bool   `json:"popup"`
 		}
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
+		switch mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt {
+		case "application/json":
 			err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body)
 			if err != nil && !errors.Is(err, io.EOF) {
 				writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid_request", Message: "the body must be a JSON object such as {\"return_to\":\"/path\"}"})
 				return
 			}
 			returnTo, popup = body.ReturnTo, body.Popup
+		case "application/x-www-form-urlencoded":
+			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+			if err := r.ParseForm(); err != nil {
+				writeErrorPage(w, http.StatusBadRequest, h.app.BasePath+"/", "The form could not be read. Start the connection again.", "")
+				return
+			}
+			returnTo, popup, form = r.PostForm.Get("return_to"), r.PostForm.Get("popup") == "1", true
 		}
 	}
 	returnTo = h.app.returnTo.Safe(returnTo, "")
 	subject, err := c.subject(r)
 	if err != nil {
 		writeSubjectError(w, c.name, err)
+		return
+	}
+	if r.Method == http.MethodGet && !h.app.navigationIntended(r) {
+		// Another site led here: the user confirms with a same-origin
+		// form before anything starts.
+		writePage(w, http.StatusOK, "confirm.html", map[string]any{
+			"Connector": c.name, "Subject": subject, "ReturnTo": returnTo, "Popup": popup,
+			"Action": h.app.BasePath + "/connectors/" + url.PathEscape(c.name) + "/authorize",
+			"Back":   h.app.BasePath + "/",
+		})
 		return
 	}
 
@@ -228,11 +252,14 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
 	h.app.telemetry.authorization(c.name, "started")
-	if r.Method == http.MethodPost {
+	switch {
+	case form:
+		http.Redirect(w, r, authURL, http.StatusSeeOther)
+	case r.Method == http.MethodPost:
 		writeJSON(w, http.StatusOK, map[string]string{"authorization_url": authURL})
-		return
+	default:
+		http.Redirect(w, r, authURL, http.StatusFound)
 	}
-	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
 func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
