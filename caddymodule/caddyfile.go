@@ -471,11 +471,12 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
 //		replay_limit   <size>
 //		allow_browsers <origin...>
+//		pass_cookies   <name...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// allow_browsers may be repeated; its origins add up. The upstream URL is
+// allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
 // fixed (to and dynamic are not allowed). Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
@@ -515,6 +516,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("allow_browsers takes one or more origins, such as https://app.example.com")
 			}
 			p.AllowBrowsers = append(p.AllowBrowsers, origins...)
+		case "pass_cookies":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.Err("pass_cookies takes one or more cookie names")
+			}
+			p.PassCookies = append(p.PassCookies, names...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:
