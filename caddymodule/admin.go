@@ -147,18 +147,14 @@ func (a *App) adminDisconnect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	revokeErr, err := a.disconnect(r.Context(), c, subject, "admin")
+	rev, err := a.disconnect(r.Context(), c, subject, "admin")
 	if errors.Is(err, tokens.ErrAuthorizationRequired) {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("connector %s has no connection", c.name)}
 	}
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
 	}
-	out := map[string]any{"disconnected": true, "revoked": revokeErr == nil}
-	if revokeErr != nil {
-		out["revocation_error"] = revokeErr.Error()
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, disconnected(rev))
 }
 
 func (a *App) adminImport(w http.ResponseWriter, r *http.Request) error {

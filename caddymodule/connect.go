@@ -417,8 +417,9 @@ func (h *ConnectHandler) abandon(ctx context.Context, id, binding string) {
 
 // disconnect revokes the connection's grant at the provider (RFC 7009) when
 // the connector has a revocation URL, then deletes the stored tokens with
-// every version and drops them from the cache. A failed revocation is
-// reported, but the local delete happens all the same.
+// every version and drops them from the cache. It answers 200 saying
+// whether the provider confirmed the revocation, and why not; the local
+// delete happens all the same.
 func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 	noStore(w)
 	c := h.app.Connectors[r.PathValue("name")]
@@ -431,17 +432,14 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
-	revokeErr, err := h.app.disconnect(r.Context(), c, subject, userID(r))
+	rev, err := h.app.disconnect(r.Context(), c, subject, userID(r))
 	switch {
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
 	case err != nil:
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not delete the connection; try again"})
-	case revokeErr != nil:
-		writeJSON(w, http.StatusOK, map[string]any{"disconnected": true, "revoked": false,
-			"message": "the connection was deleted here, but the provider did not confirm the revocation: " + revokeErr.Error()})
 	default:
-		w.WriteHeader(http.StatusNoContent)
+		writeJSON(w, http.StatusOK, disconnected(rev))
 	}
 }
 

@@ -37,7 +37,7 @@ type testOptions struct {
 	publicURL string // default: the site's own URL
 	global    string // global options besides oauthconn
 	app       string // oauthconn options
-	connector string // options of connector demo
+	connector string // options of connector demo; AS_URL stands for the token endpoint's server
 	site      string // site directives before oauthconn_connect
 	proxy     string // subdirectives of oauthconn_proxy
 }
@@ -95,6 +95,7 @@ func startServer(t *testing.T, o testOptions) *testServer {
 	if o.publicURL == "" {
 		o.publicURL = s.base
 	}
+	o.connector = strings.ReplaceAll(o.connector, "AS_URL", s.as.URL)
 	src := fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
 		port, o.site, s.up.URL, o.proxy)
 	s.load(t, src)
@@ -233,7 +234,7 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 }
 
 // fakeAS is an authorization server's token endpoint: every code is good
-// and gets a new access token.
+// and gets a new access token. /revoke confirms every revocation.
 type fakeAS struct {
 	*httptest.Server
 	n atomic.Int64
@@ -242,6 +243,10 @@ type fakeAS struct {
 func newFakeAS(t *testing.T) *fakeAS {
 	as := &fakeAS{}
 	as.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/revoke" {
+			w.WriteHeader(http.StatusOK) // RFC 7009: revoked, or no such token
+			return
+		}
 		if r.URL.Path != "/token" || r.ParseForm() != nil {
 			http.NotFound(w, r)
 			return
