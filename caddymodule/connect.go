@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
@@ -341,8 +342,18 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := c.conn.Exchange(r.Context(), cb.Code, fl.Verifier)
 	if err != nil {
-		log.Warn("exchanging authorization code", zap.Error(err))
-		fail(http.StatusBadRequest, "The provider refused to exchange the authorization code.", "", "exchange_failed")
+		// The provider answering with an error and the provider not
+		// answering call for different remedies: start again, or wait.
+		// Only the status and the RFC 6749 code are logged, never the
+		// body, which may echo the code.
+		var pe *connector.ProviderError
+		if errors.As(err, &pe) {
+			log.Warn("the provider refused the authorization code", zap.Int("status", pe.Status), zap.String("error", pe.Code))
+			fail(http.StatusBadRequest, "The provider refused to exchange the authorization code. Start the connection again.", pe.Code, "exchange_refused")
+			return
+		}
+		log.Warn("could not reach the provider to exchange the authorization code", zap.Error(err))
+		fail(http.StatusBadGateway, "Could not reach the provider to finish the connection. Wait a moment and start the connection again.", "", "provider_unreachable")
 		return
 	}
 	if tok.AccessToken == "" {

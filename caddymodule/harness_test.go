@@ -234,7 +234,8 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 }
 
 // fakeAS is an authorization server's token endpoint: every code is good
-// and gets a new access token. /revoke confirms every revocation.
+// and gets a new access token, but the code "refused" (invalid_grant).
+// /revoke confirms every revocation.
 type fakeAS struct {
 	*httptest.Server
 	n atomic.Int64
@@ -251,8 +252,13 @@ func newFakeAS(t *testing.T) *fakeAS {
 			http.NotFound(w, r)
 			return
 		}
-		n := as.n.Add(1)
 		w.Header().Set("Content-Type", "application/json")
+		if r.PostForm.Get("code") == "refused" {
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":"invalid_grant","error_description":"echoed refused"}`)
+			return
+		}
+		n := as.n.Add(1)
 		json.NewEncoder(w).Encode(map[string]any{
 			"access_token": fmt.Sprintf("at-%d", n), "refresh_token": fmt.Sprintf("rt-%d", n),
 			"token_type": "Bearer", "expires_in": 3600,
