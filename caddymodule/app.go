@@ -265,6 +265,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.telemetry, err = newTelemetry(ctx, cache); err != nil {
 		return fmt.Errorf("oauthconn: metrics and events: %w", err)
 	}
+	a.telemetry.unconfigured = func(name string) bool {
+		c := a.Connectors[name]
+		return c == nil || c.conn == nil
+	}
 	store = observedStore{RecordStore: store, t: a.telemetry}
 	a.store = store
 	a.keeper = tokens.NewKeeper(tokens.Options{

@@ -28,6 +28,7 @@ type testServer struct {
 	base     string // http://127.0.0.1:<port>, the site
 	addr     string // 127.0.0.1:<port>
 	storeDir string // the test's directory: Caddy's storage, the records
+	src      string // the Caddyfile loaded
 	as       *fakeAS
 	up       *fakeUpstream
 }
@@ -98,6 +99,7 @@ func startServer(t *testing.T, o testOptions) *testServer {
 	o.connector = strings.ReplaceAll(o.connector, "AS_URL", s.as.URL)
 	src := fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
 		port, o.site, s.up.URL, o.proxy)
+	s.src = src
 	s.load(t, src)
 	return s
 }

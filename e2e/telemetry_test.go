@@ -86,12 +86,12 @@ func TestMetricsAndEvents(t *testing.T) {
 	}
 	m := scrape(t)
 	for _, want := range []string{
-		`oauthconn_authorizations_total{connector="demo",outcome="started"} 1`,
-		`oauthconn_authorizations_total{connector="demo",outcome="completed"} 1`,
-		`oauthconn_refreshes_total{connector="demo",outcome="ok",trigger="proactive"} 1`,
-		`oauthconn_connections{connector="demo",status="connected"} 1`,
-		`oauthconn_store_request_duration_seconds_count{op="get"}`,
-		`oauthconn_token_expiry_seconds{connector="demo"}`,
+		`caddy_oauthconn_authorizations_total{connector="demo",outcome="started"} 1`,
+		`caddy_oauthconn_authorizations_total{connector="demo",outcome="completed"} 1`,
+		`caddy_oauthconn_refreshes_total{connector="demo",outcome="ok",trigger="proactive"} 1`,
+		`caddy_oauthconn_connections{connector="demo",status="connected"} 1`,
+		`caddy_oauthconn_store_request_duration_seconds_count{op="get"}`,
+		`caddy_oauthconn_token_expiry_seconds{connector="demo"}`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
