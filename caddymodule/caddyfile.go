@@ -103,6 +103,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !strings.HasPrefix(a.BasePath, "/") {
 				return d.Errf("base_path %q must start with /", a.BasePath)
 			}
+		case "user":
+			if err := oneArg(d, &a.User); err != nil {
+				return err
+			}
 		case "flow_ttl":
 			if err := durationArg(d, &a.FlowTTL); err != nil {
 				return err
@@ -216,6 +220,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = oneArg(d, &c.RevocationURL)
 		case "subject":
 			err = oneArg(d, &c.Subject)
+		case "user":
+			err = oneArg(d, &c.User)
 		case "authorization_url":
 			err = oneArg(d, &c.AuthorizationURL)
 		case "token_url":

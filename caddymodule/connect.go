@@ -233,7 +233,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	}(context.WithoutCancel(r.Context()))
 
 	started, err := h.app.flows.Begin(r.Context(), flow.Params{
-		Connector: c.name, Subject: subject, ReturnTo: returnTo, CreatedBy: userID(r), Popup: popup,
+		Connector: c.name, Subject: subject, ReturnTo: returnTo, CreatedBy: h.app.userOf(r, c), Popup: popup,
 	})
 	if err != nil {
 		h.logger.Error("starting authorization", zap.String("connector", c.name), zap.Error(err))
@@ -241,7 +241,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r), started.ID, now, now.Add(h.app.flows.TTL())))
+	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r, c), started.ID, now, now.Add(h.app.flows.TTL())))
 	// One flow cookie per connector: this one replaces the cookie of the
 	// browser's previous authorization, whose flow can then never finish,
 	// so it ends now.
@@ -291,7 +291,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	// State and browser binding are checked, and the state consumed,
 	// before anything else: no token request is made for a state that is
 	// unknown, used, expired or started in another browser.
-	fl, err := h.app.flows.Finish(r.Context(), state, binding, userID(r))
+	fl, err := h.app.flows.Finish(r.Context(), state, binding, h.app.userOf(r, h.app.connectorOfCookie(cookie)))
 	switch {
 	case errors.Is(err, flow.ErrOtherUser), errors.Is(err, flow.ErrNotBound):
 		// Refused: the flow ends here, so that its slot is free at once
@@ -443,7 +443,7 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
-	rev, err := h.app.disconnect(r.Context(), c, subject, userID(r))
+	rev, err := h.app.disconnect(r.Context(), c, subject, h.app.userOf(r, c))
 	switch {
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
