@@ -278,7 +278,8 @@ type seen struct {
 
 // fakeUpstream is the API behind the proxy. It answers every request with
 // 200 and permissive CORS headers of its own; /hints first sends a 103
-// Early Hints with headers that the final response does not have.
+// Early Hints with headers that the final response does not have;
+// /trailers answers with an announced and an unannounced trailer.
 type fakeUpstream struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -298,6 +299,13 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 			w.WriteHeader(http.StatusEarlyHints)
 			h.Del("Link")
 			h.Del("X-Early")
+		}
+		if r.URL.Path == "/trailers" {
+			h.Set("Trailer", "X-Checksum")
+			io.WriteString(w, "body")
+			h.Set("X-Checksum", "abc")
+			h.Set(http.TrailerPrefix+"X-Late", "unannounced")
+			return
 		}
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Credentials", "true")

@@ -259,6 +259,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	}
 	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
 	if !first.swallowed {
+		first.trailers()
 		return err
 	}
 	if retryErr != nil {
@@ -416,6 +417,28 @@ func (f *firstAttempt) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	return f.w.Write(b)
+}
+
+// trailers passes on the upstream's trailers, which the reverse proxy sets
+// in the header map after the body: announced ones (named in Trailer) and
+// unannounced ones (with http.TrailerPrefix). The header map is this
+// writer's own, so without this they would be dropped.
+func (f *firstAttempt) trailers() {
+	if !f.wrote || f.swallowed {
+		return
+	}
+	dst := f.w.Header()
+	announced := map[string]bool{}
+	for _, v := range dst.Values("Trailer") {
+		for name := range strings.SplitSeq(v, ",") {
+			announced[http.CanonicalHeaderKey(textproto.TrimString(name))] = true
+		}
+	}
+	for k, v := range f.header {
+		if announced[k] || strings.HasPrefix(k, http.TrailerPrefix) {
+			dst[k] = v
+		}
+	}
 }
 
 // Flush passes flushes through, so streamed responses stay streamed.
