@@ -230,7 +230,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("oauthconn: ipv6_prefix %d must be between 1 and 128", a.IPv6Prefix)
 	}
 	if a.BasePath == "" {
-		a.BasePath = "/oauth"
+		a.BasePath = defaultBasePath
 	}
 	a.BasePath = "/" + strings.Trim(a.BasePath, "/")
 	if a.FlowTTL == 0 {

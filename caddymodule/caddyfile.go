@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -416,7 +417,50 @@ func parseConnect(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	if err := c.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
+	if base := basePathOption(h); !coversBasePath(matcherSet, base) {
+		// The handler serves only below base_path: a matcher elsewhere
+		// leaves the connect routes unreachable, which nothing else
+		// would point out.
+		adaptLogger().Warn("oauthconn_connect's path matcher does not cover base_path: its routes are unreachable",
+			zap.String("base_path", base), zap.String("matcher", string(matcherSet["path"])))
+	}
 	return h.NewRoute(withBasePaths(matcherSet), c), nil
+}
+
+// defaultBasePath is where oauthconn_connect serves unless base_path says
+// otherwise.
+const defaultBasePath = "/oauth"
+
+// adaptLogger is where warnings found while adapting a Caddyfile go.
+var adaptLogger = caddy.Log
+
+// basePathOption is the base_path of the oauthconn global option, or its
+// default.
+func basePathOption(h httpcaddyfile.Helper) string {
+	var app App
+	if opt, ok := h.Option("oauthconn").(httpcaddyfile.App); ok {
+		json.Unmarshal(opt.Value, &app)
+	}
+	if app.BasePath == "" {
+		return defaultBasePath
+	}
+	return "/" + strings.Trim(app.BasePath, "/")
+}
+
+// coversBasePath reports whether a matcher set's path matcher (if it has
+// one) matches the routes below base: a pattern such as base+"/*", a
+// prefix of it, or "*".
+func coversBasePath(set caddy.ModuleMap, base string) bool {
+	var paths caddyhttp.MatchPath
+	if set["path"] == nil || json.Unmarshal(set["path"], &paths) != nil {
+		return true
+	}
+	for _, p := range paths {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(base+"/", prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // withBasePaths returns a matcher set whose path matcher, for each pattern
