@@ -236,7 +236,8 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 }
 
 // fakeAS is an authorization server's token endpoint: every code is good
-// and gets a new access token, but the code "refused" (invalid_grant).
+// and gets a new access token, but the code or refresh token "refused"
+// (invalid_grant).
 // /revoke confirms every revocation.
 type fakeAS struct {
 	*httptest.Server
@@ -255,7 +256,7 @@ func newFakeAS(t *testing.T) *fakeAS {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		if r.PostForm.Get("code") == "refused" {
+		if r.PostForm.Get("code") == "refused" || r.PostForm.Get("refresh_token") == "refused" {
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, `{"error":"invalid_grant","error_description":"echoed refused"}`)
 			return
@@ -279,7 +280,8 @@ type seen struct {
 // fakeUpstream is the API behind the proxy. It answers every request with
 // 200 and permissive CORS headers of its own; /hints first sends a 103
 // Early Hints with headers that the final response does not have;
-// /trailers answers with an announced and an unannounced trailer.
+// /trailers answers with an announced and an unannounced trailer;
+// /first-token-refused answers 401 to the first access token issued.
 type fakeUpstream struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -299,6 +301,12 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 			w.WriteHeader(http.StatusEarlyHints)
 			h.Del("Link")
 			h.Del("X-Early")
+		}
+		if r.URL.Path == "/first-token-refused" && r.Header.Get("Authorization") == "Bearer at-1" {
+			// The first token issued is refused, as after a revocation.
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"from the upstream"}`)
+			return
 		}
 		if r.URL.Path == "/trailers" {
 			h.Set("Trailer", "X-Checksum")
