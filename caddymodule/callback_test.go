@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCallbackFailures: each way a callback fails gets its own status and
@@ -39,6 +40,7 @@ func TestCallbackFailures(t *testing.T) {
 			return "state=" + start(b) + "&error=access_denied&error_description=no+%3Cthanks%3E"
 		}, false, 400, "access_denied: no &lt;thanks&gt;"},
 		{"code refused", func(b *client) string { return "state=" + start(b) + "&code=refused" }, false, 400, "refused to exchange"},
+		{"no access token", func(b *client) string { return "state=" + start(b) + "&code=no-token" }, false, 502, "did not return an access token"},
 	} {
 		b := newClient()
 		q := tt.query(b)
@@ -85,6 +87,21 @@ func TestCallbackProviderUnreachable(t *testing.T) {
 	}
 	resp, page := s.callback(t, b, state, "c")
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(page, "Could not reach the provider") {
+		t.Fatalf("%d %s", resp.StatusCode, page)
+	}
+}
+
+// TestCallbackExpired: a flow finished after flow_ttl is refused as
+// expired.
+func TestCallbackExpired(t *testing.T) {
+	s := startServer(t, testOptions{app: "flow_ttl 1s"})
+	b := newClient()
+	state, resp := s.authorize(t, b)
+	if state == "" {
+		t.Fatalf("authorize: %d", resp.StatusCode)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if resp, page := s.callback(t, b, state, "c"); resp.StatusCode != http.StatusBadRequest || !strings.Contains(page, "expired") {
 		t.Fatalf("%d %s", resp.StatusCode, page)
 	}
 }

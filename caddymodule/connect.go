@@ -352,8 +352,16 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusBadRequest, "The provider refused to exchange the authorization code. Start the connection again.", pe.Code, "exchange_refused")
 			return
 		}
-		log.Warn("could not reach the provider to exchange the authorization code", zap.Error(err))
-		fail(http.StatusBadGateway, "Could not reach the provider to finish the connection. Wait a moment and start the connection again.", "", "provider_unreachable")
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("could not reach the provider to exchange the authorization code", zap.Error(err))
+			fail(http.StatusBadGateway, "Could not reach the provider to finish the connection. Wait a moment and start the connection again.", "", "provider_unreachable")
+			return
+		}
+		// The provider answered 200, but not with a usable token
+		// response (no access token, a body that is not one).
+		log.Warn("the provider's token response could not be used", zap.Error(err))
+		fail(http.StatusBadGateway, "The provider's answer could not be used: it did not return an access token.", "", "invalid_token_response")
 		return
 	}
 	if tok.AccessToken == "" {

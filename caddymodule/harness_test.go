@@ -237,7 +237,7 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 
 // fakeAS is an authorization server's token endpoint: every code is good
 // and gets a new access token, but the code or refresh token "refused"
-// (invalid_grant).
+// (invalid_grant) and the code "no-token" (an answer without a token).
 // /revoke confirms every revocation.
 type fakeAS struct {
 	*httptest.Server
@@ -259,6 +259,10 @@ func newFakeAS(t *testing.T) *fakeAS {
 		if r.PostForm.Get("code") == "refused" || r.PostForm.Get("refresh_token") == "refused" {
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, `{"error":"invalid_grant","error_description":"echoed refused"}`)
+			return
+		}
+		if r.PostForm.Get("code") == "no-token" {
+			io.WriteString(w, `{"token_type":"Bearer"}`)
 			return
 		}
 		n := as.n.Add(1)
