@@ -121,7 +121,8 @@ func TestMetricsAndEvents(t *testing.T) {
 	if resp, _ := app.do(t, "DELETE", f.s.base+"/oauth/connectors/demo", "", ""); resp.StatusCode != http.StatusOK {
 		t.Fatalf("disconnect: %d", resp.StatusCode)
 	}
-	if ev := eventsNamed("oauthconn.disconnected"); len(ev) != 1 {
+	// The fixture's connector has no revocation URL: the event says so.
+	if ev := eventsNamed("oauthconn.disconnected"); len(ev) != 1 || ev[0].Data["revoked"] != false || ev[0].Data["revocation"] != "no_revocation_url" {
 		t.Fatalf("disconnected events: %v", ev)
 	}
 }
