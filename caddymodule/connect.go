@@ -214,7 +214,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
-	if r.Method == http.MethodGet && !h.app.navigationIntended(r) {
+	if r.Method != http.MethodPost && !h.app.navigationIntended(r) {
 		// Another site led here: the user confirms with a same-origin
 		// form before anything starts.
 		writePage(w, http.StatusOK, "confirm.html", map[string]any{

@@ -50,6 +50,11 @@ func TestCrossSiteAuthorize(t *testing.T) {
 		}
 	}
 
+	// HEAD is served as GET: it starts nothing either.
+	if resp, _ := newClient().do(t, "HEAD", u, http.Header{"Sec-Fetch-Site": {"cross-site"}}, ""); resp.StatusCode != http.StatusOK || len(resp.Cookies()) != 0 {
+		t.Fatalf("cross-site HEAD: %d %v", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+
 	// Cross-site POSTs of simple content types are refused.
 	for _, hdr := range []http.Header{
 		{"Sec-Fetch-Site": {"cross-site"}, "Content-Type": {"application/x-www-form-urlencoded"}},
