@@ -115,6 +115,18 @@ func (s *testServer) load(t *testing.T, src string) {
 		t.Fatalf("loading the test Caddyfile: %v", err)
 	}
 	t.Cleanup(func() { caddy.Stop() })
+	// After a reload the previous configuration's server shuts down on
+	// the shared listener, and may reset a connection accepted meanwhile:
+	// wait until the site answers.
+	c := &http.Client{Timeout: time.Second}
+	for range 100 {
+		if resp, err := c.Get(s.base + "/"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the test site %s does not answer", s.base)
 }
 
 // caddyStop stops Caddy now, so that its logs are flushed and closed.
