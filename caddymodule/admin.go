@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
 
@@ -149,18 +150,14 @@ func (a *App) adminDisconnect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	revokeErr, err := a.disconnect(r.Context(), c, subject, "admin")
+	rev, err := a.disconnect(r.Context(), c, subject, "admin")
 	if errors.Is(err, tokens.ErrAuthorizationRequired) {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("connector %s has no connection", c.name)}
 	}
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
 	}
-	out := map[string]any{"disconnected": true, "revoked": revokeErr == nil}
-	if revokeErr != nil {
-		out["revocation_error"] = revokeErr.Error()
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, disconnected(rev))
 }
 
 func (a *App) adminImport(w http.ResponseWriter, r *http.Request) error {
@@ -189,15 +186,17 @@ func (a *App) adminImport(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{"imported": true, "expires_at": expiresAt(tok)})
 }
 
-func adminTokenError(connector string, err error) error {
+func adminTokenError(name string, err error) error {
 	var ue *tokens.UnavailableError
 	switch {
-	case errors.Is(err, tokens.ErrAuthorizationRequired):
-		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s: the provider refused the refresh token; the connection needs authorization", connector)}
+	case errors.Is(err, tokens.ErrAuthorizationRequired), connector.ClassOf(err) == connector.GrantRejected:
+		// A refresh token refused on import is as much the provider's
+		// answer as one refused on refresh: not a server error.
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s: the provider refused the refresh token; the connection needs authorization", name)}
 	case errors.As(err, &ue):
-		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("connector %s: %w", connector, err)}
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("connector %s: %w", name, err)}
 	default:
-		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("connector %s: %w", connector, err)}
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("connector %s: %w", name, err)}
 	}
 }
 

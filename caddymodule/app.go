@@ -55,6 +55,11 @@ type App struct {
 	// Connectors are the OAuth 2.0 client registrations, by name.
 	Connectors map[string]*Connector `json:"connectors,omitempty"`
 
+	// User is the connectors' default for their user option: the
+	// placeholder that names the authenticated user on the connect
+	// routes. Default: {http.auth.user.id}.
+	User string `json:"user,omitempty"`
+
 	// FlowTTL is how long a started authorization may take before its
 	// state expires. Default: 10m.
 	FlowTTL caddy.Duration `json:"flow_ttl,omitempty"`
@@ -234,7 +239,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("oauthconn: ipv6_prefix %d must be between 1 and 128", a.IPv6Prefix)
 	}
 	if a.BasePath == "" {
-		a.BasePath = "/oauth"
+		a.BasePath = defaultBasePath
 	}
 	a.BasePath = "/" + strings.Trim(a.BasePath, "/")
 	if a.FlowTTL == 0 {
@@ -275,6 +280,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	cache := val.(pooledCache).Cache
 	if a.telemetry, err = newTelemetry(ctx, cache); err != nil {
 		return fmt.Errorf("oauthconn: metrics and events: %w", err)
+	}
+	a.telemetry.unconfigured = func(name string) bool {
+		c := a.Connectors[name]
+		return c == nil || c.conn == nil
 	}
 	store = observedStore{RecordStore: store, t: a.telemetry}
 	a.store = store
@@ -423,8 +432,8 @@ func (a *App) clientKey(r *http.Request) string {
 // flowClient names who holds a pending authorization, for
 // MaxPendingFlowsPerClient: the authenticated user if any, else the client
 // address.
-func (a *App) flowClient(r *http.Request) string {
-	if id := userID(r); id != "" {
+func (a *App) flowClient(r *http.Request, c *Connector) string {
+	if id := a.userOf(r, c); id != "" {
 		return "user " + id
 	}
 	return "address " + a.clientKey(r)

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -103,6 +104,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if !strings.HasPrefix(a.BasePath, "/") {
 				return d.Errf("base_path %q must start with /", a.BasePath)
+			}
+		case "user":
+			if err := oneArg(d, &a.User); err != nil {
+				return err
 			}
 		case "flow_ttl":
 			if err := durationArg(d, &a.FlowTTL); err != nil {
@@ -230,6 +235,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = oneArg(d, &c.RevocationURL)
 		case "subject":
 			err = oneArg(d, &c.Subject)
+		case "user":
+			err = oneArg(d, &c.User)
 		case "authorization_url":
 			err = oneArg(d, &c.AuthorizationURL)
 		case "token_url":
@@ -424,7 +431,50 @@ func parseConnect(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
 	if err := c.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
+	if base := basePathOption(h); !coversBasePath(matcherSet, base) {
+		// The handler serves only below base_path: a matcher elsewhere
+		// leaves the connect routes unreachable, which nothing else
+		// would point out.
+		adaptLogger().Warn("oauthconn_connect's path matcher does not cover base_path: its routes are unreachable",
+			zap.String("base_path", base), zap.String("matcher", string(matcherSet["path"])))
+	}
 	return h.NewRoute(withBasePaths(matcherSet), c), nil
+}
+
+// defaultBasePath is where oauthconn_connect serves unless base_path says
+// otherwise.
+const defaultBasePath = "/oauth"
+
+// adaptLogger is where warnings found while adapting a Caddyfile go.
+var adaptLogger = caddy.Log
+
+// basePathOption is the base_path of the oauthconn global option, or its
+// default.
+func basePathOption(h httpcaddyfile.Helper) string {
+	var app App
+	if opt, ok := h.Option("oauthconn").(httpcaddyfile.App); ok {
+		json.Unmarshal(opt.Value, &app)
+	}
+	if app.BasePath == "" {
+		return defaultBasePath
+	}
+	return "/" + strings.Trim(app.BasePath, "/")
+}
+
+// coversBasePath reports whether a matcher set's path matcher (if it has
+// one) matches the routes below base: a pattern such as base+"/*", a
+// prefix of it, or "*".
+func coversBasePath(set caddy.ModuleMap, base string) bool {
+	var paths caddyhttp.MatchPath
+	if set["path"] == nil || json.Unmarshal(set["path"], &paths) != nil {
+		return true
+	}
+	for _, p := range paths {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(base+"/", prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // withBasePaths returns a matcher set whose path matcher, for each pattern
@@ -485,11 +535,12 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
 //		replay_limit   <size>
 //		allow_browsers <origin...>
+//		pass_cookies   <name...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// allow_browsers may be repeated; its origins add up. The upstream URL is
+// allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
 // fixed (to and dynamic are not allowed). Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
@@ -529,6 +580,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("allow_browsers takes one or more origins, such as https://app.example.com")
 			}
 			p.AllowBrowsers = append(p.AllowBrowsers, origins...)
+		case "pass_cookies":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.Err("pass_cookies takes one or more cookie names")
+			}
+			p.PassCookies = append(p.PassCookies, names...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:

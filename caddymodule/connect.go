@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
@@ -183,24 +184,48 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	returnTo := r.URL.Query().Get("return_to")
 	popup := r.URL.Query().Get("popup") == "1"
+	form := false // a form posted from the confirmation page: redirect, not JSON
 	if r.Method == http.MethodPost {
+		if !h.app.postIntended(r) {
+			writeJSON(w, http.StatusForbidden, apiError{Error: "cross_site_request", Connector: c.name,
+				Message: "authorize by POST from this origin, or with a JSON body"})
+			return
+		}
 		var body struct {
 			ReturnTo string `json:"return_to"`
 			Popup    bool   `json:"popup"`
 		}
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
+		switch mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt {
+		case "application/json":
 			err := json.NewDecoder(io.LimitReader(r.Body, 16<<10)).Decode(&body)
 			if err != nil && !errors.Is(err, io.EOF) {
 				writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid_request", Message: "the body must be a JSON object such as {\"return_to\":\"/path\"}"})
 				return
 			}
 			returnTo, popup = body.ReturnTo, body.Popup
+		case "application/x-www-form-urlencoded":
+			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+			if err := r.ParseForm(); err != nil {
+				writeErrorPage(w, http.StatusBadRequest, h.app.BasePath+"/", "The form could not be read. Start the connection again.", "")
+				return
+			}
+			returnTo, popup, form = r.PostForm.Get("return_to"), r.PostForm.Get("popup") == "1", true
 		}
 	}
 	returnTo = h.app.returnTo.Safe(returnTo, "")
 	subject, err := c.subject(r)
 	if err != nil {
 		writeSubjectError(w, c.name, err)
+		return
+	}
+	if r.Method != http.MethodPost && !h.app.navigationIntended(r) {
+		// Another site led here: the user confirms with a same-origin
+		// form before anything starts.
+		writePage(w, http.StatusOK, "confirm.html", map[string]any{
+			"Connector": c.name, "Subject": subject, "ReturnTo": returnTo, "Popup": popup,
+			"Action": h.app.BasePath + "/connectors/" + url.PathEscape(c.name) + "/authorize",
+			"Back":   h.app.BasePath + "/",
+		})
 		return
 	}
 
@@ -212,7 +237,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	}(context.WithoutCancel(r.Context()))
 
 	started, err := h.app.flows.Begin(r.Context(), flow.Params{
-		Connector: c.name, Subject: subject, ReturnTo: returnTo, CreatedBy: userID(r), Popup: popup,
+		Connector: c.name, Subject: subject, ReturnTo: returnTo, CreatedBy: h.app.userOf(r, c), Popup: popup,
 	})
 	if err != nil {
 		h.logger.Error("starting authorization", zap.String("connector", c.name), zap.Error(err))
@@ -220,7 +245,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r), started.ID, now, now.Add(h.app.flows.TTL())))
+	h.dropFlows(r.Context(), c.name, h.app.pending.add(c.name, h.app.flowClient(r, c), started.ID, now, now.Add(h.app.flows.TTL())))
 	// One flow cookie per connector: this one replaces the cookie of the
 	// browser's previous authorization, whose flow can then never finish,
 	// so it ends now.
@@ -232,11 +257,14 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
 	h.app.telemetry.authorization(c.name, "started")
-	if r.Method == http.MethodPost {
+	switch {
+	case form:
+		http.Redirect(w, r, authURL, http.StatusSeeOther)
+	case r.Method == http.MethodPost:
 		writeJSON(w, http.StatusOK, map[string]string{"authorization_url": authURL})
-		return
+	default:
+		http.Redirect(w, r, authURL, http.StatusFound)
 	}
-	http.Redirect(w, r, authURL, http.StatusFound)
 }
 
 func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
@@ -267,7 +295,7 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	// State and browser binding are checked, and the state consumed,
 	// before anything else: no token request is made for a state that is
 	// unknown, used, expired or started in another browser.
-	fl, err := h.app.flows.Finish(r.Context(), state, binding, userID(r))
+	fl, err := h.app.flows.Finish(r.Context(), state, binding, h.app.userOf(r, h.app.connectorOfCookie(cookie)))
 	switch {
 	case errors.Is(err, flow.ErrOtherUser), errors.Is(err, flow.ErrNotBound):
 		// Refused: the flow ends here, so that its slot is free at once
@@ -318,8 +346,26 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := c.conn.Exchange(r.Context(), cb.Code, fl.Verifier)
 	if err != nil {
-		log.Warn("exchanging authorization code", zap.Error(err))
-		fail(http.StatusBadRequest, "The provider refused to exchange the authorization code.", "", "exchange_failed")
+		// The provider answering with an error and the provider not
+		// answering call for different remedies: start again, or wait.
+		// Only the status and the RFC 6749 code are logged, never the
+		// body, which may echo the code.
+		var pe *connector.ProviderError
+		if errors.As(err, &pe) {
+			log.Warn("the provider refused the authorization code", zap.Int("status", pe.Status), zap.String("error", pe.Code))
+			fail(http.StatusBadRequest, "The provider refused to exchange the authorization code. Start the connection again.", pe.Code, "exchange_refused")
+			return
+		}
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("could not reach the provider to exchange the authorization code", zap.Error(err))
+			fail(http.StatusBadGateway, "Could not reach the provider to finish the connection. Wait a moment and start the connection again.", "", "provider_unreachable")
+			return
+		}
+		// The provider answered 200, but not with a usable token
+		// response (no access token, a body that is not one).
+		log.Warn("the provider's token response could not be used", zap.Error(err))
+		fail(http.StatusBadGateway, "The provider's answer could not be used: it did not return an access token.", "", "invalid_token_response")
 		return
 	}
 	if tok.AccessToken == "" {
@@ -394,8 +440,9 @@ func (h *ConnectHandler) abandon(ctx context.Context, id, binding string) {
 
 // disconnect revokes the connection's grant at the provider (RFC 7009) when
 // the connector has a revocation URL, then deletes the stored tokens with
-// every version and drops them from the cache. A failed revocation is
-// reported, but the local delete happens all the same.
+// every version and drops them from the cache. It answers 200 saying
+// whether the provider confirmed the revocation, and why not; the local
+// delete happens all the same.
 func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 	noStore(w)
 	c := h.app.Connectors[r.PathValue("name")]
@@ -408,17 +455,14 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
-	revokeErr, err := h.app.disconnect(r.Context(), c, subject, userID(r))
+	rev, err := h.app.disconnect(r.Context(), c, subject, h.app.userOf(r, c))
 	switch {
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
 	case err != nil:
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not delete the connection; try again"})
-	case revokeErr != nil:
-		writeJSON(w, http.StatusOK, map[string]any{"disconnected": true, "revoked": false,
-			"message": "the connection was deleted here, but the provider did not confirm the revocation: " + revokeErr.Error()})
 	default:
-		w.WriteHeader(http.StatusNoContent)
+		writeJSON(w, http.StatusOK, disconnected(rev))
 	}
 }
 

@@ -48,6 +48,14 @@ type Connector struct {
 	// trust. Empty: one connection shared by everybody.
 	Subject string `json:"subject,omitempty"`
 
+	// User is the placeholder that names the authenticated user on the
+	// connect routes: the flow records it, only the same user may finish
+	// it, and the connection keeps it as connected_by. With forward_auth
+	// it is the header copied from the auth server, such as
+	// {http.request.header.Remote-User}. Default: the app's user, else
+	// {http.auth.user.id} (basic_auth and authentication modules).
+	User string `json:"user,omitempty"`
+
 	// RevocationURL is the provider's RFC 7009 token revocation endpoint,
 	// called when a connection is disconnected. The notion preset sets
 	// https://api.notion.com/v1/oauth/revoke; Microsoft Entra has none

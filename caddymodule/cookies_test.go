@@ -78,3 +78,27 @@ func TestHostCookieOnHTTPS(t *testing.T) {
 		t.Fatalf("clearing cookie: %v", resp.Header.Values("Set-Cookie"))
 	}
 }
+
+// TestProxyStripsCookies: the upstream gets no cookie of the app's but
+// those pass_cookies names, and never a flow cookie.
+func TestProxyStripsCookies(t *testing.T) {
+	for _, tt := range []struct {
+		proxy, want string
+	}{
+		{"", ""},
+		{"pass_cookies theme lang oauthconn_flow_demo", "theme=dark; lang=en"},
+	} {
+		s := startServer(t, testOptions{proxy: tt.proxy})
+		s.connect(t, newClient())
+		resp, body := newClient().do(t, "GET", s.base+"/demo/items", http.Header{
+			"Cookie": {"session=s3cret; theme=dark", "oauthconn_flow_demo=x; lang=en"},
+		}, "")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%q: %d %s", tt.proxy, resp.StatusCode, body)
+		}
+		if got := strings.Join(s.up.last(t).Header.Values("Cookie"), "; "); got != tt.want {
+			t.Errorf("%q: the upstream got Cookie %q, want %q", tt.proxy, got, tt.want)
+		}
+		caddyStop(t)
+	}
+}

@@ -28,6 +28,7 @@ type testServer struct {
 	base     string // http://127.0.0.1:<port>, the site
 	addr     string // 127.0.0.1:<port>
 	storeDir string // the test's directory: Caddy's storage, the records
+	src      string // the Caddyfile loaded
 	as       *fakeAS
 	up       *fakeUpstream
 }
@@ -37,7 +38,7 @@ type testOptions struct {
 	publicURL string // default: the site's own URL
 	global    string // global options besides oauthconn
 	app       string // oauthconn options
-	connector string // options of connector demo
+	connector string // options of connector demo; AS_URL stands for the token endpoint's server
 	site      string // site directives before oauthconn_connect
 	proxy     string // subdirectives of oauthconn_proxy
 }
@@ -95,8 +96,10 @@ func startServer(t *testing.T, o testOptions) *testServer {
 	if o.publicURL == "" {
 		o.publicURL = s.base
 	}
+	o.connector = strings.ReplaceAll(o.connector, "AS_URL", s.as.URL)
 	src := fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
 		port, o.site, s.up.URL, o.proxy)
+	s.src = src
 	s.load(t, src)
 	return s
 }
@@ -112,6 +115,18 @@ func (s *testServer) load(t *testing.T, src string) {
 		t.Fatalf("loading the test Caddyfile: %v", err)
 	}
 	t.Cleanup(func() { caddy.Stop() })
+	// After a reload the previous configuration's server shuts down on
+	// the shared listener, and may reset a connection accepted meanwhile:
+	// wait until the site answers.
+	c := &http.Client{Timeout: time.Second}
+	for range 100 {
+		if resp, err := c.Get(s.base + "/"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the test site %s does not answer", s.base)
 }
 
 // caddyStop stops Caddy now, so that its logs are flushed and closed.
@@ -233,7 +248,9 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 }
 
 // fakeAS is an authorization server's token endpoint: every code is good
-// and gets a new access token.
+// and gets a new access token, but the code or refresh token "refused"
+// (invalid_grant) and the code "no-token" (an answer without a token).
+// /revoke confirms every revocation.
 type fakeAS struct {
 	*httptest.Server
 	n atomic.Int64
@@ -242,12 +259,25 @@ type fakeAS struct {
 func newFakeAS(t *testing.T) *fakeAS {
 	as := &fakeAS{}
 	as.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/revoke" {
+			w.WriteHeader(http.StatusOK) // RFC 7009: revoked, or no such token
+			return
+		}
 		if r.URL.Path != "/token" || r.ParseForm() != nil {
 			http.NotFound(w, r)
 			return
 		}
-		n := as.n.Add(1)
 		w.Header().Set("Content-Type", "application/json")
+		if r.PostForm.Get("code") == "refused" || r.PostForm.Get("refresh_token") == "refused" {
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":"invalid_grant","error_description":"echoed refused"}`)
+			return
+		}
+		if r.PostForm.Get("code") == "no-token" {
+			io.WriteString(w, `{"token_type":"Bearer"}`)
+			return
+		}
+		n := as.n.Add(1)
 		json.NewEncoder(w).Encode(map[string]any{
 			"access_token": fmt.Sprintf("at-%d", n), "refresh_token": fmt.Sprintf("rt-%d", n),
 			"token_type": "Bearer", "expires_in": 3600,
@@ -265,7 +295,9 @@ type seen struct {
 
 // fakeUpstream is the API behind the proxy. It answers every request with
 // 200 and permissive CORS headers of its own; /hints first sends a 103
-// Early Hints with headers that the final response does not have.
+// Early Hints with headers that the final response does not have;
+// /trailers answers with an announced and an unannounced trailer;
+// /first-token-refused answers 401 to the first access token issued.
 type fakeUpstream struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -285,6 +317,19 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 			w.WriteHeader(http.StatusEarlyHints)
 			h.Del("Link")
 			h.Del("X-Early")
+		}
+		if r.URL.Path == "/first-token-refused" && r.Header.Get("Authorization") == "Bearer at-1" {
+			// The first token issued is refused, as after a revocation.
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"from the upstream"}`)
+			return
+		}
+		if r.URL.Path == "/trailers" {
+			h.Set("Trailer", "X-Checksum")
+			io.WriteString(w, "body")
+			h.Set("X-Checksum", "abc")
+			h.Set(http.TrailerPrefix+"X-Late", "unannounced")
+			return
 		}
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Credentials", "true")

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
 
@@ -81,17 +82,43 @@ func (a *App) status(ctx context.Context, c *Connector, subject string, subjectE
 	return st
 }
 
+// revocation is what became of the grant at the provider on a disconnect.
+// Revoked is true only when the provider confirmed it, and Reason is then
+// "revoked"; otherwise Reason says why not: no_revocation_url (the connector has none, as Microsoft),
+// no_token (the connection held no token to revoke), unconfigured,
+// provider_error (the provider answered, but not 200) or unreachable
+// (network error or time-out).
+type revocation struct {
+	Revoked bool   `json:"revoked"`
+	Reason  string `json:"revocation"`
+}
+
+// revocationOf classifies Revoke's answer.
+func revocationOf(revoked bool, err error) revocation {
+	var pe *connector.ProviderError
+	switch {
+	case revoked:
+		return revocation{Revoked: true, Reason: "revoked"}
+	case errors.As(err, &pe):
+		return revocation{Reason: "provider_error"}
+	case err != nil:
+		return revocation{Reason: "unreachable"}
+	default:
+		return revocation{Reason: "no_revocation_url"}
+	}
+}
+
 // disconnect revokes the connection's grant at the provider (RFC 7009)
 // when the connector has a revocation URL, then deletes the stored tokens
-// with every version and drops them from the cache. A failed revocation is
-// returned as revokeErr, and the local delete happens all the same. err is
-// tokens.ErrAuthorizationRequired when there was no connection.
-func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) (revokeErr, err error) {
+// with every version and drops them from the cache. What became of the
+// revocation is returned, and the local delete happens whatever it was.
+// err is tokens.ErrAuthorizationRequired when there was no connection.
+func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) (revocation, error) {
 	key := tokens.Key{Connector: c.name, Subject: subject}
 	log := a.logger.With(zap.String("connector", c.name), zap.String("by", by))
 	tok, err := a.keeper.Stored(ctx, key)
 	if errors.Is(err, tokens.ErrAuthorizationRequired) {
-		return nil, err
+		return revocation{}, err
 	}
 	if err != nil {
 		// Unreadable: nothing to revoke, but it is deleted all the same.
@@ -103,18 +130,34 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 	if t == "" {
 		t, hint = tok.AccessToken, "access_token"
 	}
-	if c.conn != nil && t != "" {
-		_, revokeErr = c.conn.Revoke(ctx, t, hint)
+	var rev revocation
+	var revokeErr error
+	switch {
+	case c.conn == nil:
+		rev.Reason = "unconfigured"
+	case t == "":
+		rev.Reason = "no_token"
+	default:
+		var ok bool
+		ok, revokeErr = c.conn.Revoke(ctx, t, hint)
+		rev = revocationOf(ok, revokeErr)
 	}
 	if err := a.keeper.Disconnect(ctx, key); err != nil {
 		log.Error("disconnecting", zap.Error(err))
-		return nil, err
+		return revocation{}, err
 	}
 	if revokeErr != nil {
-		log.Warn("disconnected, but revocation at the provider failed", zap.Error(revokeErr))
+		log.Warn("disconnected, but revocation at the provider failed", zap.String("revocation", rev.Reason), zap.Error(revokeErr))
 	} else {
-		log.Info("connection disconnected")
+		log.Info("connection disconnected", zap.Bool("revoked", rev.Revoked), zap.String("revocation", rev.Reason))
 	}
-	a.telemetry.emit(eventDisconnected, key, map[string]any{"revoked": revokeErr == nil})
-	return revokeErr, nil
+	a.telemetry.emit(eventDisconnected, key, map[string]any{"revoked": rev.Revoked, "revocation": rev.Reason})
+	return rev, nil
+}
+
+// disconnected is the answer of both disconnect routes: the connection is
+// gone here, and whether the provider confirmed the revocation (and if
+// not, why not).
+func disconnected(rev revocation) map[string]any {
+	return map[string]any{"disconnected": true, "revoked": rev.Revoked, "revocation": rev.Reason}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,7 +31,7 @@ func init() {
 // ProxyHandler sends the request to the connector's upstream API with the
 // connection's access token as "Authorization: Bearer …", using Caddy's own
 // reverse proxy. Credentials the app sent (Authorization,
-// Proxy-Authorization, flow cookies) are removed first. When the upstream
+// Proxy-Authorization, cookies but those in PassCookies) are removed first. When the upstream
 // answers 401, the token is refreshed (at most once per cooldown) and a
 // replayable request is sent once more. Requests from web browsers are
 // refused unless their origin is in AllowBrowsers.
@@ -60,6 +61,12 @@ type ProxyHandler struct {
 	// always removed. Default: none, as any page the operator visits
 	// could otherwise act with the connection.
 	AllowBrowsers []string `json:"allow_browsers,omitempty"`
+
+	// PassCookies names the cookies the upstream may receive from the app.
+	// Every other cookie is removed from proxied requests, flow cookies
+	// always: the upstream is meant to see the connection's token, not
+	// whatever session the app's client holds. Default: none.
+	PassCookies []string `json:"pass_cookies,omitempty"`
 
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
@@ -252,6 +259,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	}
 	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
 	if !first.swallowed {
+		first.trailers()
 		return err
 	}
 	if retryErr != nil {
@@ -271,7 +279,7 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 	out.Header.Del("Authorization")
 	out.Header.Del("Proxy-Authorization")
 	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
-		stripFlowCookies(out)
+		h.stripCookies(out)
 	}
 	out.Header.Set("Authorization", "Bearer "+accessToken)
 	if h.prefix != "" {
@@ -317,12 +325,14 @@ func dropConnectionHeaders(h http.Header) {
 	}
 }
 
-func stripFlowCookies(r *http.Request) {
+// stripCookies keeps only the cookies named in PassCookies, and never a
+// flow cookie.
+func (h *ProxyHandler) stripCookies(r *http.Request) {
 	all := r.Cookies()
 	r.Header.Del("Cookie")
 	var keep []string
 	for _, ck := range all {
-		if !flow.IsCookie(ck.Name) {
+		if slices.Contains(h.PassCookies, ck.Name) && !flow.IsCookie(ck.Name) {
 			keep = append(keep, ck.Name+"="+ck.Value)
 		}
 	}
@@ -407,6 +417,28 @@ func (f *firstAttempt) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	return f.w.Write(b)
+}
+
+// trailers passes on the upstream's trailers, which the reverse proxy sets
+// in the header map after the body: announced ones (named in Trailer) and
+// unannounced ones (with http.TrailerPrefix). The header map is this
+// writer's own, so without this they would be dropped.
+func (f *firstAttempt) trailers() {
+	if !f.wrote || f.swallowed {
+		return
+	}
+	dst := f.w.Header()
+	announced := map[string]bool{}
+	for _, v := range dst.Values("Trailer") {
+		for name := range strings.SplitSeq(v, ",") {
+			announced[http.CanonicalHeaderKey(textproto.TrimString(name))] = true
+		}
+	}
+	for k, v := range f.header {
+		if announced[k] || strings.HasPrefix(k, http.TrailerPrefix) {
+			dst[k] = v
+		}
+	}
 }
 
 // Flush passes flushes through, so streamed responses stay streamed.

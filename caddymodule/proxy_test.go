@@ -59,3 +59,17 @@ func TestEarlyHintsHeadersStayInTheirResponse(t *testing.T) {
 		t.Errorf("final response headers: %v", resp.Header)
 	}
 }
+
+// TestProxyPassesTrailers: the upstream's response trailers, announced or
+// not, reach the app through the first attempt's writer.
+func TestProxyPassesTrailers(t *testing.T) {
+	s := startServer(t, testOptions{})
+	s.connect(t, newClient())
+	resp, body := newClient().do(t, "GET", s.base+"/demo/trailers", nil, "")
+	if resp.StatusCode != http.StatusOK || body != "body" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if resp.Trailer.Get("X-Checksum") != "abc" || resp.Trailer.Get("X-Late") != "unannounced" {
+		t.Fatalf("trailers %v", resp.Trailer)
+	}
+}

@@ -8,15 +8,16 @@ import (
 
 // replayBody lets a request body be sent twice without waiting for it: the
 // first attempt streams it from the client, keeping a copy of what it reads
-// (bounded by the Content-Length, itself within replay_limit); a retry reads
+// (at most the Content-Length, itself within replay_limit); a retry reads
 // that copy, then whatever of the body the first attempt left unread. Once a
 // retry starts, the first attempt's reader is cut off, so the two never
 // interleave.
 type replayBody struct {
-	mu   sync.Mutex
-	src  io.Reader
-	seen []byte
-	gen  int
+	mu    sync.Mutex
+	src   io.Reader
+	seen  []byte
+	limit int64 // the declared length: the copy never holds more
+	gen   int
 }
 
 // copies recycles the copies' memory between requests: without it, every
@@ -24,13 +25,16 @@ type replayBody struct {
 // size of its body.
 var copies sync.Pool // of *[]byte
 
+// newReplayBody wraps a body of the declared length size. The copy grows
+// with what arrives rather than being allocated at size up front: a client
+// may declare a large body and send little or nothing, and many such
+// requests must not hold replay_limit each.
 func newReplayBody(src io.Reader, size int64) *replayBody {
-	bp, _ := copies.Get().(*[]byte)
-	if bp == nil || int64(cap(*bp)) < size {
-		b := make([]byte, 0, size)
-		bp = &b
+	b := &replayBody{src: src, limit: size}
+	if bp, _ := copies.Get().(*[]byte); bp != nil {
+		b.seen = (*bp)[:0]
 	}
-	return &replayBody{src: src, seen: (*bp)[:0]}
+	return b
 }
 
 // release ends every attempt's reading and recycles the copy. Call it when
@@ -75,7 +79,7 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := b.src.Read(p)
-	if a.gen == 1 {
+	if a.gen == 1 && int64(len(b.seen)+n) <= b.limit {
 		// Only the first attempt records: a retry is the last attempt.
 		b.seen = append(b.seen, p[:n]...)
 	}

@@ -43,3 +43,22 @@ func TestReplayBody(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayBodyGrowsWithWhatArrives: a declared length is not allocated
+// up front; the copy holds what the first attempt actually read.
+func TestReplayBodyGrowsWithWhatArrives(t *testing.T) {
+	const declared = 1 << 20
+	b := newReplayBody(strings.NewReader("small"), declared)
+	defer b.release()
+	if c := cap(b.seen); c >= declared {
+		t.Fatalf("a copy of capacity %d before anything arrived", c)
+	}
+	p := make([]byte, 64)
+	n, _ := b.attempt().Read(p)
+	if string(b.seen) != "small" || n != 5 {
+		t.Fatalf("copy %q after reading %d", b.seen, n)
+	}
+	if got, _ := io.ReadAll(b.attempt()); string(got) != "small" {
+		t.Fatalf("retry read %q", got)
+	}
+}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -30,6 +31,10 @@ type telemetry struct {
 	connections    *prometheus.Desc
 	unsaved        *prometheus.Desc
 	expiry         *prometheus.Desc
+
+	// unconfigured reports whether a connector of this configuration has
+	// no client (nil until the app sets it).
+	unconfigured func(connector string) bool
 }
 
 // Event names, for Caddy's events app (events { on oauthconn.connected … }).
@@ -42,6 +47,58 @@ const (
 	eventMisconfigured         = "oauthconn.connector_misconfigured"
 )
 
+// Metric names: caddy_oauthconn_*, as Caddy's own metrics are caddy_http_*
+// and caddy_admin_*.
+const (
+	metricsNamespace = "caddy"
+	metricsSubsystem = "oauthconn"
+)
+
+// metrics are the counters and histograms, created once per process:
+// each configuration registers the same collectors in its own registry,
+// so that their values survive reloads (a new collector per configuration
+// would start again from zero at each reload).
+var metrics struct {
+	once           sync.Once
+	authorizations *prometheus.CounterVec
+	refreshes      *prometheus.CounterVec
+	retries        *prometheus.CounterVec
+	storeLatency   *prometheus.HistogramVec
+	storeErrors    *prometheus.CounterVec
+}
+
+func initMetrics() {
+	const ns, sub = metricsNamespace, metricsSubsystem
+	metrics.authorizations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "authorizations_total",
+		Help: "Authorization code flows by outcome: started, completed, or the reason they failed."}, []string{"connector", "outcome"})
+	metrics.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refreshes_total",
+		Help: "Token refreshes by what triggered them (proactive, 401, admin, keepalive) and outcome (ok: stored; invalid_grant; misconfigured: the client is refused; transient)."}, []string{"connector", "trigger", "outcome"})
+	metrics.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_401_total",
+		Help: "Upstream 401 answers by outcome: retried, passed_through, authorization_required."}, []string{"connector", "outcome"})
+	metrics.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "store_request_duration_seconds",
+		Help: "Latency of requests to the token store.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"op"})
+	metrics.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "store_errors_total",
+		Help: "Token store requests that failed (not counting not-found and check-and-set conflicts)."}, []string{"op"})
+}
+
+// register adds c to reg, or, if an equal collector is there already,
+// returns that one.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.As(err, &are):
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+		return c, nil
+	default:
+		return c, err
+	}
+}
+
 func newTelemetry(ctx caddy.Context, cache *tokens.Cache) (*telemetry, error) {
 	t := &telemetry{ctx: ctx, cache: cache}
 	ev, err := ctx.App("events")
@@ -49,28 +106,31 @@ func newTelemetry(ctx caddy.Context, cache *tokens.Cache) (*telemetry, error) {
 		return nil, err
 	}
 	t.events = ev.(*caddyevents.App)
-	const ns = "oauthconn"
-	t.authorizations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "authorizations_total",
-		Help: "Authorization code flows by outcome: started, completed, or the reason they failed."}, []string{"connector", "outcome"})
-	t.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "refreshes_total",
-		Help: "Token refreshes by what triggered them (proactive, 401, admin, keepalive) and outcome (ok: stored; invalid_grant; misconfigured: the client is refused; transient)."}, []string{"connector", "trigger", "outcome"})
-	t.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_401_total",
-		Help: "Upstream 401 answers by outcome: retried, passed_through, authorization_required."}, []string{"connector", "outcome"})
-	t.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "store_request_duration_seconds",
-		Help: "Latency of requests to the token store.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"op"})
-	t.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
-		Help: "Token store requests that failed (not counting not-found and check-and-set conflicts)."}, []string{"op"})
-	t.connections = prometheus.NewDesc(ns+"_connections", "Connections in this instance's cache by status.", []string{"connector", "status"}, nil)
-	t.unsaved = prometheus.NewDesc(ns+"_unsaved_connections", "Connections whose refreshed token set this instance holds but the store has not taken yet (being retried).", []string{"connector"}, nil)
-	t.expiry = prometheus.NewDesc(ns+"_token_expiry_seconds", "Seconds until the cached access token of a shared connection expires.", []string{"connector"}, nil)
+	metrics.once.Do(initMetrics)
+	name := func(n string) string { return prometheus.BuildFQName(metricsNamespace, metricsSubsystem, n) }
+	t.connections = prometheus.NewDesc(name("connections"), "Connections in this instance's cache by status (connected, authorization_required, or unconfigured: the connector has no client now).", []string{"connector", "status"}, nil)
+	t.unsaved = prometheus.NewDesc(name("unsaved_connections"), "Connections whose refreshed token set this instance holds but the store has not taken yet (being retried).", []string{"connector"}, nil)
+	t.expiry = prometheus.NewDesc(name("token_expiry_seconds"), "Seconds until the cached access token of a shared connection expires.", []string{"connector"}, nil)
 	reg := ctx.GetMetricsRegistry()
-	for _, c := range []prometheus.Collector{t.authorizations, t.refreshes, t.retries, t.storeLatency, t.storeErrors, t} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, err
-			}
-		}
+	if t.authorizations, err = register(reg, metrics.authorizations); err != nil {
+		return nil, err
+	}
+	if t.refreshes, err = register(reg, metrics.refreshes); err != nil {
+		return nil, err
+	}
+	if t.retries, err = register(reg, metrics.retries); err != nil {
+		return nil, err
+	}
+	if t.storeLatency, err = register(reg, metrics.storeLatency); err != nil {
+		return nil, err
+	}
+	if t.storeErrors, err = register(reg, metrics.storeErrors); err != nil {
+		return nil, err
+	}
+	// The cache gauges are this configuration's own collector: they
+	// read its connectors.
+	if _, err := register[prometheus.Collector](reg, t); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -93,7 +153,12 @@ func (t *telemetry) Collect(ch chan<- prometheus.Metric) {
 			unsaved[s.Key.Connector]++
 		}
 		status := "authorization_required"
-		if s.Connected {
+		switch {
+		case t.unconfigured != nil && t.unconfigured(s.Key.Connector):
+			// Cached under an earlier configuration: its tokens are
+			// not used now.
+			status = "unconfigured"
+		case s.Connected:
 			status = "connected"
 		}
 		counts[cs{s.Key.Connector, status}]++

@@ -69,6 +69,16 @@ func TestWhoMayConnect(t *testing.T) {
 	if resp, _ := b.as(t, "", f.s.base+"/oauth/connectors/demo/authorize"); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("anonymous authorize: %d", resp.StatusCode)
 	}
+	// basic_auth /oauth/* covers every route of oauthconn_connect.
+	for _, route := range []struct{ method, path string }{
+		{"POST", "/oauth/connectors/demo/authorize"}, {"GET", "/oauth/callback?state=x&code=y"},
+		{"GET", "/oauth/connectors"}, {"GET", "/oauth/"}, {"DELETE", "/oauth/connectors/demo"},
+	} {
+		req, _ := http.NewRequest(route.method, f.s.base+route.path, nil)
+		if resp, _ := b.send(t, req, false); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("anonymous %s %s: %d", route.method, route.path, resp.StatusCode)
+		}
+	}
 	cb := toCallback(t, b, f.s, "alice")
 	before := f.counter.Total()
 	resp, body := b.as(t, "bob", cb)

@@ -105,7 +105,7 @@ func TestSidecar(t *testing.T) {
 		}
 	})
 
-	t.Run("proxy attaches the token and strips the app's credentials", func(t *testing.T) {
+	t.Run("proxy attaches the token and strips the app's credentials and cookies", func(t *testing.T) {
 		req, _ := http.NewRequest("GET", s.base+"/demo/items?x=1", nil)
 		req.Header.Set("Authorization", "Basic YXBwOnNlY3JldA==")
 		req.Header.Set("proxy-authorization", "Basic eA==")
@@ -121,7 +121,7 @@ func TestSidecar(t *testing.T) {
 		got := up.last(t)
 		want := "Bearer " + s.stored(t, "demo")["access_token"].(string)
 		upURL, _ := url.Parse(up.URL)
-		if got.Authorization != want || !got.Active || got.ProxyAuthorization != "" || got.Cookie != "theme=dark" ||
+		if got.Authorization != want || !got.Active || got.ProxyAuthorization != "" || got.Cookie != "" ||
 			got.Path != "/items" || got.RawQuery != "x=1" || got.Host != upURL.Host {
 			t.Fatalf("upstream saw %+v", got)
 		}
