@@ -124,6 +124,9 @@ type App struct {
 	stopSweep  context.CancelFunc
 	sweepDone  chan struct{}
 	background *sync.WaitGroup // keep-alive passes, from Start to Stop
+	// releaseLock gives back this configuration's hold on the process's
+	// instance lock (instance.go).
+	releaseLock func()
 }
 
 // RateLimit is a per-client request budget.
@@ -317,14 +320,27 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start starts the sweeper of expired authorization states.
-func (a *App) Start() error {
+// Start takes the instance lock and starts the sweeper of expired
+// authorization states and the keep-alive passes.
+func (a *App) Start() (err error) {
 	for _, name := range a.connectorNames() {
 		if c := a.Connectors[name]; c.conn == nil {
 			a.logger.Warn("connector is unconfigured: client_id is empty; its routes answer 503 until it is set",
 				zap.String("connector", name))
 		}
 	}
+	release, err := lockInstance(caddy.AppDataDir())
+	if err != nil {
+		return fmt.Errorf("oauthconn: %w", err)
+	}
+	// Caddy does not stop an app whose Start failed.
+	defer func() {
+		if err != nil {
+			release()
+			a.releaseLock = nil
+		}
+	}()
+	a.releaseLock = release
 	a.logger.Info("oauthconn started", zap.String("store", a.store.Location()),
 		zap.Int("connectors", len(a.Connectors)), zap.String("base_path", a.BasePath))
 	ctx, cancel := context.WithCancel(a.ctx)
@@ -367,6 +383,10 @@ func (a *App) Stop() error {
 		a.stopSweep()
 		<-a.sweepDone
 		a.background.Wait()
+	}
+	if a.releaseLock != nil {
+		a.releaseLock()
+		a.releaseLock = nil
 	}
 	return nil
 }
