@@ -30,7 +30,7 @@ func tokenOutage(w *world, port int, d time.Duration) (outageResult, error) {
 		return r, err
 	}
 	defer p.stop()
-	tokens0, vault0 := w.tokens.Total(), w.vaultCalls.Load()
+	tokens0, vault0 := w.tokens.Total(), w.connCalls.Load()
 	tick := time.NewTicker(time.Second / outageRate)
 	defer tick.Stop()
 	c := newClient(4)
@@ -51,7 +51,7 @@ func tokenOutage(w *world, port int, d time.Duration) (outageResult, error) {
 			r.other++
 		}
 	}
-	r.tokenRequests, r.vaultRequests = w.tokens.Total()-tokens0, w.vaultCalls.Load()-vault0
+	r.tokenRequests, r.vaultRequests = w.tokens.Total()-tokens0, w.connCalls.Load()-vault0
 	before := w.tokens.Count("refresh_token")
 	w.tokens.Down.Store(false)
 	for deadline := time.Now().Add(90 * time.Second); ; {
