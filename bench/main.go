@@ -98,7 +98,7 @@ type world struct {
 	vaultCalls atomic.Int64
 	// connCalls counts the Vault requests on connections' token records
 	// (not the startup check, pending authorizations or health probes).
-	connCalls atomic.Int64
+	connCalls  atomic.Int64
 	upstream   string // host:port
 	prefix     string
 	publicPort int
