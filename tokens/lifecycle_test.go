@@ -593,3 +593,65 @@ func TestRefreshCostsThreeStoreRequests(t *testing.T) {
 		t.Fatalf("a refresh made %d reads and %d writes; want 3 requests in all", g, p)
 	}
 }
+
+// Two replicas racing after a lost write: replica A rotates the refresh
+// token but its store write fails for longer than its lease; replica B
+// takes the lease over and redeems the store's older refresh token, which
+// the provider refuses. When A's write lands (its check-and-set conflicts
+// only because B's lease moved the version), A's token set is written over
+// B's lease, B finds it instead of ending the connection, and the
+// connection is kept.
+func TestLostWriteRacesAnotherReplica(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	var down atomic.Bool
+	stA := &faultStore{Store: fs, failPut: func(string, int64) bool { return down.Load() }}
+	cacheA := NewCache()
+	a := NewKeeper(Options{Store: stA, Now: clk.Now, Cache: cacheA})
+	b := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+	t.Cleanup(func() { cacheA.Close(time.Second); a.Wait(); b.Wait() })
+	seed(t, a, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+
+	ra := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+		down.Store(true) // the provider rotated; A's store writes fail from now on
+		return &oauth2.Token{AccessToken: "at-a", RefreshToken: "rt-a", Expiry: clk.Now().Add(time.Hour)}, nil
+	}}
+	if tok, err := a.Token(context.Background(), demo, ra, policy); err != nil || tok.AccessToken != "at-a" {
+		t.Fatalf("A: %q, %v", tok.AccessToken, err)
+	}
+
+	// A's lease runs out; B takes it over and redeems rt-0, held by the
+	// provider until A's write has landed.
+	clk.Add(2 * time.Minute)
+	redeeming, landed := make(chan struct{}), make(chan struct{})
+	var land sync.Once
+	release := func() { land.Do(func() { close(landed) }) }
+	t.Cleanup(release) // before the Wait above: never leave B blocked
+	rb := &scriptedRefresher{answer: func(int, string) (*oauth2.Token, error) {
+		close(redeeming)
+		<-landed
+		return nil, fmt.Errorf("x: %w", connector.ErrGrantRejected)
+	}}
+	done := make(chan Token)
+	go func() {
+		tok, _ := b.Token(context.Background(), demo, rb, Policy{Margin: policy.Margin, MaxWait: time.Minute})
+		done <- tok
+	}()
+	<-redeeming
+	if got := stored(t, fs, demo)["lease_holder"]; got == "" || got == cacheA.holder {
+		t.Fatalf("B did not take the lease over (holder %q)", got)
+	}
+	down.Store(false)
+	eventually(t, "A's pending write to land over B's lease", func() bool { return stored(t, fs, demo)["refresh_token"] == "rt-a" })
+	release()
+	if tok := <-done; tok.AccessToken != "at-a" {
+		t.Fatalf("B serves %q; want A's at-a", tok.AccessToken)
+	}
+	if d := stored(t, fs, demo); d["state"] != "" || d["refresh_token"] != "rt-a" {
+		t.Fatalf("store holds %v (state %q); the connection was lost", keys(d), d["state"])
+	}
+	if rb.count() != 1 || rb.calls[0] != "rt-0" {
+		t.Fatalf("B redeemed %v", rb.calls)
+	}
+}
