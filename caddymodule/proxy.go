@@ -328,6 +328,11 @@ func dropConnectionHeaders(h http.Header) {
 // stripCookies keeps only the cookies named in PassCookies, and never a
 // flow cookie.
 func (h *ProxyHandler) stripCookies(r *http.Request) {
+	if len(h.PassCookies) == 0 {
+		// The default: nothing to parse, nothing kept.
+		r.Header.Del("Cookie")
+		return
+	}
 	all := r.Cookies()
 	r.Header.Del("Cookie")
 	var keep []string
