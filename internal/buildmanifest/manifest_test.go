@@ -14,14 +14,7 @@ import (
 // TestManifestMatchesGoMod fails when xcaddy.toml builds another Caddy than
 // the one this module is tested with.
 func TestManifestMatchesGoMod(t *testing.T) {
-	b, err := os.ReadFile("../../xcaddy.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Parse(string(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := projectManifest(t)
 	gm, err := os.ReadFile("../../go.mod")
 	if err != nil {
 		t.Fatal(err)
@@ -86,14 +79,7 @@ func TestXcaddyBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Caddy with xcaddy")
 	}
-	b, err := os.ReadFile("../../xcaddy.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Parse(string(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := projectManifest(t)
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -115,4 +101,18 @@ func TestXcaddyBuild(t *testing.T) {
 			t.Errorf("the built Caddy lacks %s", mod)
 		}
 	}
+}
+
+// projectManifest reads the project's own xcaddy.toml.
+func projectManifest(t *testing.T) Manifest {
+	t.Helper()
+	b, err := os.ReadFile("../../xcaddy.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Parse(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
