@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testhttp"
 )
 
 // testServer is Caddy running in this process on a loopback port, with the
@@ -225,27 +225,8 @@ func (s *testServer) connect(t *testing.T, c *client) {
 	}
 }
 
-// rawRequest sends one HTTP/1.1 request as written and returns the
-// response with its body read.
-func rawRequest(t *testing.T, addr, raw string) *http.Response {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp
-}
+// rawRequest sends one HTTP/1.1 request as written (testhttp.Raw).
+func rawRequest(t *testing.T, addr, raw string) *http.Response { return testhttp.Raw(t, addr, raw) }
 
 // fakeAS is an authorization server's token endpoint: every code is good
 // and gets a new access token, but the code or refresh token "refused"

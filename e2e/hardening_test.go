@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/hydradev"
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testhttp"
 )
 
 // Test users of Caddy's basic_auth (bcrypt cost 4 to keep tests fast).
@@ -154,26 +153,8 @@ func TestRateLimits(t *testing.T) {
 	}
 }
 
-// rawRequest sends one HTTP/1.1 request as written and returns the response.
-func rawRequest(t *testing.T, addr, raw string) *http.Response {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp
-}
+// rawRequest sends one HTTP/1.1 request as written (testhttp.Raw).
+func rawRequest(t *testing.T, addr, raw string) *http.Response { return testhttp.Raw(t, addr, raw) }
 
 // TestProxyConfinement: whatever the app sends, the request goes to the
 // configured upstream only, with the connection's token only, and without
