@@ -81,6 +81,10 @@ type Registrar struct {
 // ErrRegistration is wrapped by errors of the registration endpoint.
 var ErrRegistration = errors.New("client registration refused")
 
+// ErrStore is wrapped by errors of the record store: nothing was refused,
+// the registration could not be read or kept.
+var ErrStore = errors.New("store unavailable")
+
 func clientPath(connector string) string { return "clients/" + connector }
 
 // Client returns the connector's registered client, registering it first
@@ -91,7 +95,7 @@ func (r *Registrar) Client(ctx context.Context, connector string, reg Registrati
 	for {
 		e, err := r.Store.Get(ctx, path)
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return Client{}, fmt.Errorf("reading the registered client: %w", err)
+			return Client{}, fmt.Errorf("%w: reading the registered client: %w", ErrStore, err)
 		}
 		if c, ok := decodeClient(e.Data); ok && c.Issuer == reg.Issuer && c.RedirectURI == reg.RedirectURI {
 			return c, nil
@@ -111,7 +115,7 @@ func (r *Registrar) Client(ctx context.Context, connector string, reg Registrati
 			continue // another replica took it first
 		}
 		if err != nil {
-			return Client{}, fmt.Errorf("taking the registration lease: %w", err)
+			return Client{}, fmt.Errorf("%w: taking the registration lease: %w", ErrStore, err)
 		}
 		c, regErr := r.register(ctx, reg)
 		if regErr != nil {
@@ -125,7 +129,7 @@ func (r *Registrar) Client(ctx context.Context, connector string, reg Registrati
 				// written over it wins.
 				continue
 			}
-			return Client{}, fmt.Errorf("storing the registered client: %w", err)
+			return Client{}, fmt.Errorf("%w: storing the registered client: %w", ErrStore, err)
 		}
 		return c, nil
 	}
