@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/discovery"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
@@ -251,6 +252,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// The upstream refused the token. Decide before its body is
 		// read: retry with a fresher token, answer that the connection
 		// needs authorization, or pass the 401 through.
+		if c.res != nil {
+			// A resource that names other metadata than it did is
+			// discovered again on the next use.
+			c.res.noticeChallenge(discovery.ParseChallenge(first.header).ResourceMetadata)
+		}
 		fresh, err := h.app.keeper.Rejected(r.Context(), key, conn, c.policy, tok.AccessToken)
 		outcome := "passed_through"
 		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()

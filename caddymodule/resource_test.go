@@ -22,10 +22,14 @@ type resourceSite struct {
 	registered  int
 	seen        []*http.Request
 	registerErr bool
+	// moved makes /mcp refuse every token with a challenge naming other
+	// metadata.
+	moved   bool
+	fetched map[string]int
 }
 
 func newResourceSite(t *testing.T) *resourceSite {
-	s := &resourceSite{docs: map[string]any{}}
+	s := &resourceSite{docs: map[string]any{}, fetched: map[string]int{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -42,6 +46,11 @@ func newResourceSite(t *testing.T) *resourceSite {
 			return
 		case "/mcp", "/mcp/tools":
 			s.seen = append(s.seen, r.Clone(r.Context()))
+			if s.moved {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", resource_metadata="`+s.URL+`/meta/v2"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
 			if r.Header.Get("Authorization") == "" {
 				w.Header().Set("WWW-Authenticate", `Bearer resource_metadata="`+s.URL+`/.well-known/oauth-protected-resource/mcp"`)
 				w.WriteHeader(http.StatusUnauthorized)
@@ -50,6 +59,7 @@ func newResourceSite(t *testing.T) *resourceSite {
 			w.Write([]byte(`{"ok":true}`))
 			return
 		}
+		s.fetched[r.URL.Path]++
 		doc, ok := s.docs[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
@@ -221,5 +231,39 @@ func TestResourceConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestResourceRediscoveredOnNewChallenge has the resource answer 401 with
+// a challenge naming other metadata: the next request discovers again from
+// that URL.
+func TestResourceRediscoveredOnNewChallenge(t *testing.T) {
+	site := newResourceSite(t)
+	s := startResourceServer(t, site, "dynamic")
+	site.serve(s.as.URL)
+	c := newClient()
+	resp, _ := c.do(t, "GET", s.base+"/oauth/connectors/mcp/authorize", nil, "")
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp, body := s.callback(t, c, loc.Query().Get("state"), "code-1"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("callback: %d %s", resp.StatusCode, body)
+	}
+	site.mu.Lock()
+	site.moved = true
+	site.docs["/meta/v2"] = site.docs["/.well-known/oauth-protected-resource/mcp"]
+	site.mu.Unlock()
+	newClient().do(t, "GET", s.base+"/mcp/", nil, "")
+	site.mu.Lock()
+	site.moved = false
+	site.mu.Unlock()
+	if resp, body := newClient().do(t, "GET", s.base+"/mcp/", nil, ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the new challenge: %d %s", resp.StatusCode, body)
+	}
+	site.mu.Lock()
+	defer site.mu.Unlock()
+	if site.fetched["/meta/v2"] != 1 {
+		t.Fatalf("the metadata the 401 named was fetched %d times, want 1", site.fetched["/meta/v2"])
+	}
+	if site.registered != 1 {
+		t.Fatalf("%d registrations, want 1 (the same server)", site.registered)
 	}
 }
