@@ -286,7 +286,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.telemetry.unconfigured = func(name string) bool {
 		c := a.Connectors[name]
-		return c == nil || c.conn == nil
+		return c == nil || c.unconfigured()
 	}
 	store = observedStore{RecordStore: store, t: a.telemetry}
 	a.store = store
@@ -313,7 +313,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // Validate checks the configuration; it is fast and makes no network calls.
 func (a *App) Validate() error {
 	for _, name := range a.connectorNames() {
-		if a.Connectors[name].conn != nil && a.public == nil && a.Connectors[name].RedirectURI == "" {
+		if !a.Connectors[name].unconfigured() && a.public == nil && a.Connectors[name].RedirectURI == "" {
 			return fmt.Errorf("oauthconn: connector %s: public_url (or the connector's redirect_uri) is required", name)
 		}
 	}
@@ -324,7 +324,7 @@ func (a *App) Validate() error {
 // authorization states and the keep-alive passes.
 func (a *App) Start() (err error) {
 	for _, name := range a.connectorNames() {
-		if c := a.Connectors[name]; c.conn == nil {
+		if c := a.Connectors[name]; c.unconfigured() {
 			a.logger.Warn("connector is unconfigured: client_id is empty; its routes answer 503 until it is set",
 				zap.String("connector", name))
 		}

@@ -82,6 +82,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			keepalive           <duration>|off
 //			authorization_param <name> <value>
 //			token_header        <name> <value>
+//			resource            <url>
+//			registration        dynamic|metadata_document|static
 //		}
 //	}
 //
@@ -280,6 +282,13 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = durationOrOff(d, &c.RevalidateInterval)
 		case "keepalive":
 			err = durationOrOff(d, &c.KeepAlive)
+		case "resource":
+			err = oneArg(d, &c.Resource)
+		case "registration":
+			err = oneArg(d, &c.Registration)
+			if err == nil && c.Registration != registrationDynamic && c.Registration != registrationDocument && c.Registration != registrationStatic {
+				err = d.Errf("connector %s: registration must be dynamic, metadata_document or static, got %q", name, c.Registration)
+			}
 		case "authorization_param", "token_header":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -532,7 +541,7 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 
 // UnmarshalCaddyfile sets up the handler:
 //
-//	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
+//	oauthconn_proxy [<matcher>] <connector> [<upstream URL>] {
 //		replay_limit   <size>
 //		allow_browsers <origin...>
 //		pass_cookies   <name...>
@@ -541,17 +550,21 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	}
 //
 // allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
-// fixed (to and dynamic are not allowed). Use it inside
+// fixed (to and dynamic are not allowed); a connector with a resource may
+// omit it, the resource URL being the upstream. Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	directive := d.Token()
 	args := d.RemainingArgs()
-	if len(args) != 2 {
+	if len(args) != 1 && len(args) != 2 {
 		return d.Errf("oauthconn_proxy takes a connector name and an upstream URL, got %d arguments", len(args))
 	}
-	p.Connector, p.Upstream = args[0], args[1]
+	p.Connector = args[0]
+	if len(args) == 2 {
+		p.Upstream = args[1]
+	}
 
 	// Subdirectives other than ours are reverse_proxy's: collect their
 	// tokens into a reverse_proxy directive and let it parse them.

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -119,8 +120,29 @@ type Connector struct {
 	// preset sets Notion-Version).
 	TokenHeaders map[string]string `json:"token_headers,omitempty"`
 
+	// Resource makes this a connector to a self-describing protected
+	// resource, such as a remote MCP server: its URL (https, or http on a
+	// loopback host). Everything else is discovered on first use (the
+	// resource's metadata, RFC 9728, names the authorization server, whose
+	// metadata, RFC 8414 or OpenID Connect Discovery, names the
+	// endpoints), and the resource indicator (RFC 8707) is sent on
+	// authorization, code exchange and refresh. provider,
+	// authorization_url, token_url, issuer and revocation_url are not
+	// allowed with it. oauthconn_proxy may then omit its upstream.
+	Resource string `json:"resource,omitempty"`
+
+	// Registration is how a resource connector gets its client:
+	// "dynamic" (RFC 7591 dynamic client registration, once for every
+	// replica sharing the store), "metadata_document" (the client_id is
+	// the URL of the client ID metadata document this proxy serves at
+	// {public_url}{base_path}/clients/<connector>) or "static" (client_id
+	// and client_secret given). Default: static with a client_id, else
+	// dynamic.
+	Registration string `json:"registration,omitempty"`
+
 	name      string
-	conn      *connector.Connector // nil when unconfigured
+	conn      *connector.Connector // nil when unconfigured or a resource connector
+	res       *resourceClient      // a resource connector's client, found on first use
 	policy    tokens.Policy
 	keepAlive time.Duration
 }
@@ -130,7 +152,12 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 		return fmt.Errorf("connector name %q: %w", name, err)
 	}
 	c.name = name
-	if c.ClientID == "" {
+	if c.Resource != "" {
+		if err := c.checkResource(); err != nil {
+			return err
+		}
+	}
+	if c.ClientID == "" && c.Resource == "" {
 		// Not a placeholder that expands to empty (that is
 		// "unconfigured"), but no client_id at all.
 		return fmt.Errorf("connector %s: client_id is required (use a placeholder such as {env.CLIENT_ID} to configure it later)", name)
@@ -182,6 +209,9 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	if c.policy.Cooldown == 0 {
 		c.policy.Cooldown = 30 * time.Second
 	}
+	if c.Resource != "" {
+		return c.provisionResource(cfg, a, exp)
+	}
 	if cfg.ClientID == "" {
 		return nil // unconfigured: reported at start, 503 on use
 	}
@@ -206,6 +236,24 @@ func expandMap(m map[string]string, exp func(string) string) map[string]string {
 	}
 	return out
 }
+
+// unconfigured reports whether the connector cannot be used until its
+// configuration is completed (a client_id that expands to empty).
+func (c *Connector) unconfigured() bool { return c.conn == nil && c.res == nil }
+
+// client returns the connector's OAuth client: the configured one, or a
+// resource connector's, discovered on first use.
+func (c *Connector) client(ctx context.Context) (*connector.Connector, error) {
+	if c.res != nil {
+		return c.res.get(ctx)
+	}
+	if c.conn == nil {
+		return nil, errUnconfigured
+	}
+	return c.conn, nil
+}
+
+var errUnconfigured = errors.New("the connector has no client_id; configure it")
 
 // Errors of subject evaluation; their text is safe to show.
 var (

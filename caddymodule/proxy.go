@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/discovery"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
@@ -43,8 +44,10 @@ type ProxyHandler struct {
 	// Upstream is the base URL of the API, such as
 	// https://graph.microsoft.com. Its path, if any, is put in front of
 	// the request's path; Host is always the upstream's. Placeholders such
-	// as {env.X} are expanded.
-	Upstream string `json:"upstream"`
+	// as {env.X} are expanded. A connector with a resource may leave it
+	// empty: the resource URL is then the upstream, and a request for "/"
+	// (after handle_path) goes to the resource URL itself.
+	Upstream string `json:"upstream,omitempty"`
 
 	// ReplayLimit is the largest request body, in bytes, that is buffered
 	// so that the request can be sent again after a 401. Larger and
@@ -76,6 +79,7 @@ type ProxyHandler struct {
 	app      *App
 	conn     *Connector
 	prefix   string
+	exact    bool // "/" is the upstream URL's path itself, without a slash added
 	browsers *browserGate
 	logger   *zap.Logger
 }
@@ -121,7 +125,12 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	}
 
 	raw := caddy.NewReplacer().ReplaceKnown(h.Upstream, "")
-	if raw == "" && h.conn.conn == nil {
+	if raw == "" && h.conn.Resource != "" {
+		// The resource is the upstream; "/" (or nothing) after
+		// handle_path means the resource itself.
+		raw, h.exact = caddy.NewReplacer().ReplaceKnown(h.conn.Resource, ""), true
+	}
+	if raw == "" && h.conn.unconfigured() {
 		// Neither connector nor upstream configured yet (the example
 		// before any app is registered): the handler answers 503.
 		return nil
@@ -209,7 +218,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return nil
 	}
 	w = h.browsers.writer(w, origin)
-	if c.conn == nil || len(h.ReverseProxy.Upstreams) == 0 {
+	if c.unconfigured() || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
 	}
@@ -218,7 +227,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return writeSubjectError(w, c.name, err)
 	}
 	key := tokens.Key{Connector: c.name, Subject: subject}
-	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
+	conn, err := c.client(r.Context())
+	if err != nil {
+		return h.discoveryError(w, err)
+	}
+	tok, err := h.app.keeper.Token(r.Context(), key, conn, c.policy)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
@@ -239,7 +252,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		// The upstream refused the token. Decide before its body is
 		// read: retry with a fresher token, answer that the connection
 		// needs authorization, or pass the 401 through.
-		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
+		if c.res != nil {
+			// A resource that names other metadata than it did is
+			// discovered again on the next use.
+			c.res.noticeChallenge(discovery.ParseChallenge(first.header).ResourceMetadata)
+		}
+		fresh, err := h.app.keeper.Rejected(r.Context(), key, conn, c.policy, tok.AccessToken)
 		outcome := "passed_through"
 		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
 		switch {
@@ -284,9 +302,14 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 	out.Header.Set("Authorization", "Bearer "+accessToken)
 	if h.prefix != "" {
 		u := *r.URL
-		u.Path = h.prefix + u.Path
-		if u.RawPath != "" {
-			u.RawPath = h.prefix + u.RawPath
+		switch {
+		case h.exact && (u.Path == "/" || u.Path == ""):
+			u.Path, u.RawPath = h.prefix, ""
+		default:
+			u.Path = h.prefix + u.Path
+			if u.RawPath != "" {
+				u.RawPath = h.prefix + u.RawPath
+			}
 		}
 		out.URL = &u
 	}

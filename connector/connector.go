@@ -73,6 +73,10 @@ type Config struct {
 	// Issuer is the authorization server's issuer identifier; with it set,
 	// authorization responses are checked against mix-up (RFC 9207).
 	Issuer string
+	// Resource is the protected resource the tokens are for (RFC 8707): it
+	// is sent as the resource parameter on authorization, code exchange
+	// and refresh. Empty: none is sent.
+	Resource string
 	// Timeout bounds each token request. Zero: 30 seconds.
 	Timeout time.Duration
 	// KeepAlive is how long a connection may go without a refresh before
@@ -139,8 +143,8 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 		style = oauth2.AuthStyleInParams
 	}
 	rt := base
-	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON {
-		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON}
+	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON || cfg.Resource != "" {
+		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON, resource: cfg.Resource}
 	}
 	return &Connector{
 		cfg: cfg,
@@ -171,6 +175,9 @@ func (c *Connector) AuthCodeURL(state, verifier string) string {
 	}
 	for k, v := range c.cfg.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	if c.cfg.Resource != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("resource", c.cfg.Resource))
 	}
 	return c.oauth.AuthCodeURL(state, opts...)
 }
