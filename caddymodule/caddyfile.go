@@ -82,6 +82,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			keepalive           <duration>|off
 //			authorization_param <name> <value>
 //			token_header        <name> <value>
+//			cae                 on|off
 //		}
 //	}
 //
@@ -269,6 +270,15 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 				default:
 					err = d.Errf("connector %s: pkce must be on or off, got %q", name, v)
 				}
+			}
+		case "cae":
+			var v string
+			if err = oneArg(d, &v); err == nil {
+				if v != "on" && v != "off" {
+					err = d.Errf("connector %s: cae must be on or off, got %q", name, v)
+				}
+				on := v == "on"
+				c.CAE = &on
 			}
 		case "refresh_margin":
 			err = durationArg(d, &c.RefreshMargin)
@@ -536,11 +546,14 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		replay_limit   <size>
 //		allow_browsers <origin...>
 //		pass_cookies   <name...>
+//		scopes         <scope...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
+// allow_browsers, pass_cookies and scopes may be repeated; their arguments
+// add up. With scopes, the token attached is one for those scopes, obtained
+// with the connection's refresh token, instead of the connection's own. The upstream URL is
 // fixed (to and dynamic are not allowed). Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
@@ -586,6 +599,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("pass_cookies takes one or more cookie names")
 			}
 			p.PassCookies = append(p.PassCookies, names...)
+		case "scopes":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return d.Err("scopes takes one or more scopes, such as https://contoso.sharepoint.com/.default")
+			}
+			p.Scopes = append(p.Scopes, scopes...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:

@@ -68,6 +68,15 @@ type ProxyHandler struct {
 	// whatever session the app's client holds. Default: none.
 	PassCookies []string `json:"pass_cookies,omitempty"`
 
+	// Scopes, if set, are the scopes of the access token attached instead
+	// of the connection's own: one obtained with the connection's refresh
+	// token, for another resource of the same provider (Microsoft Entra:
+	// https://contoso.sharepoint.com/.default for SharePoint REST from a
+	// Graph connection). Such tokens are kept in memory per connection
+	// and scope set, refreshed ahead of expiry; a refresh token rotated by
+	// their refresh becomes the connection's.
+	Scopes []string `json:"scopes,omitempty"`
+
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
 	// Upstream and must not be given here.
@@ -77,6 +86,7 @@ type ProxyHandler struct {
 	conn     *Connector
 	prefix   string
 	browsers *browserGate
+	scopes   []string
 	logger   *zap.Logger
 }
 
@@ -111,6 +121,9 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	}
 	if h.browsers, err = newBrowserGate(h.AllowBrowsers); err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
+	}
+	if err := h.provisionScopes(); err != nil {
+		return err
 	}
 	if h.ReverseProxy == nil {
 		h.ReverseProxy = new(reverseproxy.Handler)
@@ -218,7 +231,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return writeSubjectError(w, c.name, err)
 	}
 	key := tokens.Key{Connector: c.name, Subject: subject}
-	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
+	tok, err := h.token(r.Context(), key)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
@@ -238,10 +251,15 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	first.decide = func() bool {
 		// The upstream refused the token. Decide before its body is
 		// read: retry with a fresher token, answer that the connection
-		// needs authorization, or pass the 401 through.
-		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
+		// needs authorization, or pass the 401 through. A claims
+		// challenge needs the person: no refresh satisfies it.
 		outcome := "passed_through"
 		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
+		if claims, ok := claimsChallenge(first.header); ok {
+			retryErr, outcome = h.challenged(r.Context(), key, claims), "claims_challenge"
+			return true
+		}
+		fresh, err := h.rejected(r.Context(), key, tok.AccessToken)
 		switch {
 		case errors.Is(err, tokens.ErrAuthorizationRequired):
 			retryErr, outcome = err, "authorization_required"
@@ -349,7 +367,10 @@ func (h *ProxyHandler) stripCookies(r *http.Request) {
 func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err error) error {
 	name := h.conn.name
 	var ue *tokens.UnavailableError
+	var ce *claimsChallengeError
 	switch {
+	case errors.As(err, &ce):
+		return h.writeChallenge(w, ce)
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		return writeJSON(w, http.StatusUnauthorized, apiError{
 			Error: "authorization_required", Connector: name, AuthorizeURL: h.app.authorizeURL(name),
