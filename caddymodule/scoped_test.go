@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -14,10 +15,12 @@ import (
 
 // msServer is Caddy in this process with two microsoft connectors on the
 // Entra imitation: graph (CAE on, the preset's default) and plain (cae
-// off). The proxy sends /graph/* to the Graph imitation with the
-// connection's token, and /sharepoint/* to the SharePoint imitation with a
-// token for https://contoso.sharepoint.com/.default; /plain/* is Graph for
-// connector plain.
+// off). The proxy's /graph/* and /sharepoint/* routes are the README's
+// (its section "SharePoint and Graph from one connection"), with the
+// imitations' URLs for Graph's and SharePoint's: /graph/* with the
+// connection's token, /sharepoint/* with a token for
+// https://contoso.sharepoint.com/.default. /plain/* is Graph for connector
+// plain.
 type msServer struct {
 	*testServer
 	entra      *imitation.Entra
@@ -58,14 +61,7 @@ const msCaddyfile = `{
 %[2]s {
 	bind 127.0.0.1
 	oauthconn_connect /oauth/*
-	handle_path /graph/* {
-		oauthconn_proxy graph %[5]s
-	}
-	handle_path /sharepoint/* {
-		oauthconn_proxy graph %[6]s {
-			scopes https://contoso.sharepoint.com/.default
-		}
-	}
+%[6]s
 	handle_path /plain/* {
 		oauthconn_proxy plain %[5]s
 	}
@@ -83,9 +79,31 @@ func startMicrosoft(t *testing.T) *msServer {
 	port := freePort(t)
 	s := &testServer{addr: fmt.Sprintf("127.0.0.1:%d", port), storeDir: t.TempDir()}
 	s.base = "http://" + s.addr
-	s.src = fmt.Sprintf(msCaddyfile, s.storeDir, s.base, entra.AuthorizeURL("contoso"), entra.TokenURL("contoso"), graph.URL, sp.URL)
+	routes := strings.NewReplacer(
+		"oauthconn_proxy graph https://graph.microsoft.com", "oauthconn_proxy graph "+graph.URL,
+		"oauthconn_proxy graph https://contoso.sharepoint.com", "oauthconn_proxy graph "+sp.URL,
+	).Replace(readmeSharePointRoutes(t))
+	s.src = fmt.Sprintf(msCaddyfile, s.storeDir, s.base, entra.AuthorizeURL("contoso"), entra.TokenURL("contoso"), graph.URL, routes)
 	s.load(t, s.src)
 	return &msServer{testServer: s, entra: entra, graph: graph, sharepoint: sp}
+}
+
+// readmeSharePointRoutes returns the proxy routes of the README's example
+// of Graph and SharePoint from one connection.
+func readmeSharePointRoutes(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "### SharePoint and Graph from one connection")
+	_, block, _ := strings.Cut(section, "```caddyfile\n")
+	block, _, _ = strings.Cut(block, "\n```")
+	start, end := strings.Index(block, "\thandle_path /graph/*"), strings.LastIndex(block, "\n}")
+	if start < 0 || end < start || !strings.Contains(block[start:end], "scopes https://contoso.sharepoint.com/.default") {
+		t.Fatal("the README's SharePoint example is gone or changed shape; update this test")
+	}
+	return block[start:end]
 }
 
 // connectVia authorizes connector name through the Entra imitation,
