@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,4 +233,68 @@ func TestRejectedFor(t *testing.T) {
 	if r.count() != 2 {
 		t.Fatalf("token requests %v", r.calls)
 	}
+}
+
+// A rotated refresh token from a scoped refresh that the store does not
+// take stays the connection's: the next refresh (scoped or not) redeems
+// it, never the store's older one, and it reaches the store once the store
+// answers again.
+func TestScopedRotationSurvivesAFailedWrite(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	var down atomic.Bool
+	st := &faultStore{Store: newFileStore(t)}
+	cache := NewCache()
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: cache})
+	t.Cleanup(func() { cache.Close(time.Second) })
+	r := &scopedRefresher{now: clk.Now, current: "rt-0"}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	st.failPut = func(path string, _ int64) bool { return down.Load() && path == demo.tokenPath() }
+
+	// The lease is taken; then the store fails before the write.
+	fail := &downAfterRefresh{scopedRefresher: r, down: &down}
+	tok, err := k.TokenFor(context.Background(), demo, fail, policy, sharepoint)
+	if err != nil || !strings.HasPrefix(tok.AccessToken, "at-1 ") {
+		t.Fatalf("TokenFor = %q, %v", tok.AccessToken, err)
+	}
+	if got := stored(t, st, demo)["refresh_token"]; got != "rt-0" {
+		t.Fatalf("store holds %q; the write was meant to fail", got)
+	}
+	if s, _ := k.Status(context.Background(), demo); !s.Unsaved {
+		t.Fatal("status does not report the unsaved rotation")
+	}
+	// Another scope set, then the connection's own refresh: each redeems
+	// the latest refresh token, from memory.
+	if _, err := k.TokenFor(context.Background(), demo, fail, policy, []string{"https://graph.microsoft.com/Mail.Read"}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Hour)
+	if tok, err := k.Token(context.Background(), demo, fail, policy); err != nil || tok.AccessToken != "at-3" {
+		t.Fatalf("Token while unsaved = %q, %v", tok.AccessToken, err)
+	}
+	r.mu.Lock()
+	calls := slices.Clone(r.calls)
+	r.mu.Unlock()
+	for i, want := range []string{"rt-0", "rt-1", "rt-2"} {
+		if !strings.HasPrefix(calls[i], want+" ") {
+			t.Fatalf("refresh %d redeemed %q; want %s (calls %v)", i+1, calls[i], want, calls)
+		}
+	}
+	down.Store(false)
+	eventually(t, "the pending write to land", func() bool { return stored(t, st, demo)["refresh_token"] == "rt-3" })
+}
+
+// downAfterRefresh turns the store off after each token request.
+type downAfterRefresh struct {
+	*scopedRefresher
+	down *atomic.Bool
+}
+
+func (d *downAfterRefresh) Refresh(ctx context.Context, rt string) (*oauth2.Token, error) {
+	return d.RefreshScoped(ctx, rt, nil)
+}
+
+func (d *downAfterRefresh) RefreshScoped(ctx context.Context, rt string, scopes []string) (*oauth2.Token, error) {
+	t, err := d.scopedRefresher.RefreshScoped(ctx, rt, scopes)
+	d.down.Store(true)
+	return t, err
 }
