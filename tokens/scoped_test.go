@@ -298,3 +298,36 @@ func (d *downAfterRefresh) RefreshScoped(ctx context.Context, rt string, scopes 
 	d.down.Store(true)
 	return t, err
 }
+
+// Replicas sharing a store each obtain their own scoped token, one after
+// the other under the lease: none redeems a refresh token another already
+// redeemed, and the store ends with the last rotation.
+func TestReplicasScopedRefreshUnderTheLease(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := newFileStore(t)
+	r := &scopedRefresher{now: clk.Now, current: "rt-0", delay: 20 * time.Millisecond}
+	var replicas []*Keeper
+	for range 3 {
+		k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+		t.Cleanup(k.Wait)
+		replicas = append(replicas, k)
+	}
+	seed(t, replicas[0], "at-0", "rt-0", clk.Now().Add(time.Hour))
+	var wg sync.WaitGroup
+	for _, k := range replicas {
+		for range 10 {
+			wg.Go(func() {
+				if _, err := k.TokenFor(context.Background(), demo, r, policy, sharepoint); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if r.count() != 3 {
+		t.Fatalf("token requests %v; want one per replica", r.calls)
+	}
+	if got := stored(t, st, demo)["refresh_token"]; got != r.current {
+		t.Fatalf("store holds %q; the provider honours %q", got, r.current)
+	}
+}
