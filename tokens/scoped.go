@@ -156,6 +156,8 @@ func (k *Keeper) TokenFor(ctx context.Context, key Key, r ScopedRefresher, p Pol
 		switch {
 		case e.denied && now.Before(e.retryAt):
 			return Token{}, ErrAuthorizationRequired
+		case !e.tok.Usable(now) && now.Before(e.retryAt):
+			return Token{}, &UnavailableError{RetryAfter: e.retryAt.Sub(now), Err: errBackingOff}
 		case e.tok.AccessToken != "" && !e.tok.due(now, p.Margin):
 			return e.tok, nil
 		case e.tok.Usable(now):
@@ -378,6 +380,10 @@ func (k *Keeper) scopedFailed(j job, sk scopedKey, rec record, lv int, cause err
 	k.obs.Refreshed(j.key, "scoped", "transient")
 	var wait time.Duration
 	k.cache.scoped.update(sk, now, func(e *scopedEntry) {
+		if e.tok.Generation != rec.tok.Generation {
+			// The backoff is this grant's.
+			*e = scopedEntry{refreshing: e.refreshing, tok: Token{Generation: rec.tok.Generation}}
+		}
 		e.failures++
 		wait = backoff(e.failures, connector.RetryAfterOf(cause))
 		e.retryAt = now.Add(wait)

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -330,4 +331,43 @@ func TestReplicasScopedRefreshUnderTheLease(t *testing.T) {
 	if got := stored(t, st, demo)["refresh_token"]; got != r.current {
 		t.Fatalf("store holds %q; the provider honours %q", got, r.current)
 	}
+}
+
+// A transient failure of a scoped refresh backs off that scope set alone:
+// no token request until the backoff ends, and the connection's own token
+// is unaffected.
+func TestScopedTransientFailureBacksOff(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now})
+	t.Cleanup(k.Wait)
+	r := &scopedRefresher{now: clk.Now, current: "rt-0"}
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	down := &failingScoped{scopedRefresher: r}
+	for range 5 {
+		var ue *UnavailableError
+		if _, err := k.TokenFor(context.Background(), demo, down, policy, sharepoint); !errors.As(err, &ue) {
+			t.Fatalf("TokenFor = %v; want an UnavailableError", err)
+		}
+	}
+	if n := down.calls.Load(); n != 1 {
+		t.Fatalf("%d token requests; want 1, then the backoff", n)
+	}
+	if tok, err := k.Token(context.Background(), demo, down, policy); err != nil || tok.AccessToken != "at-0" {
+		t.Fatalf("Token = %q, %v", tok.AccessToken, err)
+	}
+	clk.Add(2 * time.Minute)
+	if tok, err := k.TokenFor(context.Background(), demo, r, policy, sharepoint); err != nil || !strings.HasPrefix(tok.AccessToken, "at-1 ") {
+		t.Fatalf("TokenFor after the backoff = %q, %v", tok.AccessToken, err)
+	}
+}
+
+// failingScoped answers every scoped refresh with a 503.
+type failingScoped struct {
+	*scopedRefresher
+	calls atomic.Int64
+}
+
+func (f *failingScoped) RefreshScoped(context.Context, string, []string) (*oauth2.Token, error) {
+	f.calls.Add(1)
+	return nil, &connector.ProviderError{Status: 503}
 }
