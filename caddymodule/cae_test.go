@@ -184,3 +184,34 @@ func TestCAEOptionErrors(t *testing.T) {
 		t.Fatalf("cae on a generic connector: %v", err)
 	}
 }
+
+// TestClaimsChallengeThroughTheConfirmPage: an authorize URL with a
+// challenge that another site leads the person to shows the confirmation
+// page, whose form keeps the challenge, so the authorization it starts
+// carries the claims.
+func TestClaimsChallengeThroughTheConfirmPage(t *testing.T) {
+	s := startMicrosoft(t)
+	s.connectVia(t, s.base+"/oauth/connectors/graph/authorize")
+	s.graph.Revoke()
+	resp, body := newClient().do(t, "GET", s.base+"/graph/v1.0/me", nil, "")
+	var got struct {
+		AuthorizeURL string `json:"authorize_url"`
+	}
+	if resp.StatusCode != http.StatusUnauthorized || json.Unmarshal([]byte(body), &got) != nil {
+		t.Fatalf("/graph after revocation: %d %s", resp.StatusCode, body)
+	}
+	id := strings.TrimPrefix(got.AuthorizeURL, s.base+"/oauth/connectors/graph/authorize?challenge=")
+	browser := newClient()
+	resp, body = browser.do(t, "GET", got.AuthorizeURL, http.Header{"Sec-Fetch-Site": {"cross-site"}}, "")
+	action := `action="/oauth/connectors/graph/authorize?challenge=` + id + `"`
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, action) {
+		t.Fatalf("confirmation page: %d, want a form with %s in %s", resp.StatusCode, action, body)
+	}
+	resp, _ = browser.do(t, "POST", s.base+"/oauth/connectors/graph/authorize?challenge="+id,
+		http.Header{"Sec-Fetch-Site": {"same-origin"}, "Content-Type": {"application/x-www-form-urlencoded"}}, "")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || err != nil || !strings.Contains(loc.Query().Get("claims"), `"nbf"`) ||
+		!strings.Contains(loc.Query().Get("claims"), `"cp1"`) {
+		t.Fatalf("the confirmed form: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
