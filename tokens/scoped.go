@@ -45,7 +45,7 @@ const maxScoped = DefaultMaxConnections
 // scopedTokens is the side cache of per-resource tokens, in the Cache so
 // that it outlives a reload as the connections' token sets do.
 type scopedTokens struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[scopedKey]*scopedEntry
 }
 
@@ -77,8 +77,8 @@ func scopedKeyOf(key Key, scopes []string) scopedKey {
 }
 
 func (s *scopedTokens) get(k scopedKey) scopedEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if e := s.m[k]; e != nil {
 		return *e
 	}
