@@ -124,6 +124,9 @@ type App struct {
 	stopSweep  context.CancelFunc
 	sweepDone  chan struct{}
 	background *sync.WaitGroup // keep-alive passes, from Start to Stop
+	// challenges are the claims challenges this configuration recorded
+	// (cae.go).
+	challenges *challengeMemo
 	// releaseLock gives back this configuration's hold on the process's
 	// instance lock (instance.go).
 	releaseLock func()
@@ -297,6 +300,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Observer: a.telemetry,
 	})
 	a.flows = flow.New(store, time.Duration(a.FlowTTL), nil)
+	a.challenges = new(challengeMemo)
 
 	// The connectors.
 	for name, c := range a.Connectors {

@@ -84,6 +84,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			token_header        <name> <value>
 //			resource            <url>
 //			registration        dynamic|metadata_document|static
+//			cae                 on|off
 //		}
 //	}
 //
@@ -271,6 +272,15 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 				default:
 					err = d.Errf("connector %s: pkce must be on or off, got %q", name, v)
 				}
+			}
+		case "cae":
+			var v string
+			if err = oneArg(d, &v); err == nil {
+				if v != "on" && v != "off" {
+					err = d.Errf("connector %s: cae must be on or off, got %q", name, v)
+				}
+				on := v == "on"
+				c.CAE = &on
 			}
 		case "refresh_margin":
 			err = durationArg(d, &c.RefreshMargin)
@@ -545,11 +555,14 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		replay_limit   <size>
 //		allow_browsers <origin...>
 //		pass_cookies   <name...>
+//		scopes         <scope...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
+// allow_browsers, pass_cookies and scopes may be repeated; their arguments
+// add up. With scopes, the token attached is one for those scopes, obtained
+// with the connection's refresh token, instead of the connection's own. The upstream URL is
 // fixed (to and dynamic are not allowed); a connector with a resource may
 // omit it, the resource URL being the upstream. Use it inside
 // handle_path so the app's paths map onto the API's, for example
@@ -599,6 +612,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("pass_cookies takes one or more cookie names")
 			}
 			p.PassCookies = append(p.PassCookies, names...)
+		case "scopes":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return d.Err("scopes takes one or more scopes, such as https://contoso.sharepoint.com/.default")
+			}
+			p.Scopes = append(p.Scopes, scopes...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:

@@ -219,12 +219,13 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
+	challenge := r.URL.Query().Get("challenge")
 	if r.Method != http.MethodPost && !h.app.navigationIntended(r) {
 		// Another site led here: the user confirms with a same-origin
 		// form before anything starts.
 		writePage(w, http.StatusOK, "confirm.html", map[string]any{
 			"Connector": c.name, "Subject": subject, "ReturnTo": returnTo, "Popup": popup,
-			"Action": h.app.BasePath + "/connectors/" + url.PathEscape(c.name) + "/authorize",
+			"Action": h.app.BasePath + "/connectors/" + url.PathEscape(c.name) + "/authorize" + challengeQuery(challenge),
 			"Back":   h.app.BasePath + "/",
 		})
 		return
@@ -262,7 +263,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		h.abandon(r.Context(), id, binding)
 	}
 	http.SetCookie(w, cookies.New(c.name, started))
-	authURL := conn.AuthCodeURL(started.State, started.Verifier)
+	authURL := h.authCodeURL(r, c, conn, subject, challenge, started)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
 	h.app.telemetry.authorization(c.name, "started")
 	switch {

@@ -140,6 +140,15 @@ type Connector struct {
 	// dynamic.
 	Registration string `json:"registration,omitempty"`
 
+	// CAE turns Continuous Access Evaluation on or off for the microsoft
+	// preset: on, the connector declares the cp1 client capability (the
+	// claims parameter of authorization and token requests), and Graph
+	// and SharePoint may revoke its tokens at once (a disabled user, a
+	// changed password) and answer with claims challenges, which the
+	// proxy hands to the app as 401 authorization_required. Only the
+	// microsoft provider takes it. Default: on.
+	CAE *bool `json:"cae,omitempty"`
+
 	name      string
 	conn      *connector.Connector // nil when unconfigured or a resource connector
 	res       *resourceClient      // a resource connector's client, found on first use
@@ -188,6 +197,12 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	}
 	if err := connector.Preset(&cfg, exp(c.Tenant)); err != nil {
 		return err
+	}
+	if c.CAE != nil && cfg.Provider != "microsoft" {
+		return fmt.Errorf("connector %s: cae applies to the microsoft provider only", name)
+	}
+	if c.CAE != nil && !*c.CAE {
+		cfg.ClientCapabilities = nil
 	}
 	c.policy = tokens.Policy{Margin: time.Duration(c.RefreshMargin), Cooldown: time.Duration(c.RefreshCooldown),
 		MaxWait: time.Duration(c.MaxWait), Revalidate: time.Duration(c.RevalidateInterval)}

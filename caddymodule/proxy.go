@@ -71,6 +71,15 @@ type ProxyHandler struct {
 	// whatever session the app's client holds. Default: none.
 	PassCookies []string `json:"pass_cookies,omitempty"`
 
+	// Scopes, if set, are the scopes of the access token attached instead
+	// of the connection's own: one obtained with the connection's refresh
+	// token, for another resource of the same provider (Microsoft Entra:
+	// https://contoso.sharepoint.com/.default for SharePoint REST from a
+	// Graph connection). Such tokens are kept in memory per connection
+	// and scope set, refreshed ahead of expiry; a refresh token rotated by
+	// their refresh becomes the connection's.
+	Scopes []string `json:"scopes,omitempty"`
+
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
 	// Upstream and must not be given here.
@@ -81,6 +90,7 @@ type ProxyHandler struct {
 	prefix   string
 	exact    bool // "/" is the upstream URL's path itself, without a slash added
 	browsers *browserGate
+	scopes   []string
 	logger   *zap.Logger
 }
 
@@ -115,6 +125,9 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	}
 	if h.browsers, err = newBrowserGate(h.AllowBrowsers); err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
+	}
+	if err := h.provisionScopes(); err != nil {
+		return err
 	}
 	if h.ReverseProxy == nil {
 		h.ReverseProxy = new(reverseproxy.Handler)
@@ -231,7 +244,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return h.discoveryError(w, err)
 	}
-	tok, err := h.app.keeper.Token(r.Context(), key, conn, c.policy)
+	tok, err := h.token(r.Context(), key, conn)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
@@ -251,15 +264,20 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	first.decide = func() bool {
 		// The upstream refused the token. Decide before its body is
 		// read: retry with a fresher token, answer that the connection
-		// needs authorization, or pass the 401 through.
+		// needs authorization, or pass the 401 through. A claims
+		// challenge needs the person: no refresh satisfies it.
 		if c.res != nil {
 			// A resource that names other metadata than it did is
 			// discovered again on the next use.
 			c.res.noticeChallenge(discovery.ParseChallenge(first.header).ResourceMetadata)
 		}
-		fresh, err := h.app.keeper.Rejected(r.Context(), key, conn, c.policy, tok.AccessToken)
 		outcome := "passed_through"
 		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
+		if claims, ok := claimsChallenge(first.header); ok {
+			retryErr, outcome = h.challenged(r.Context(), key, claims), "claims_challenge"
+			return true
+		}
+		fresh, err := h.rejected(r.Context(), key, conn, tok.AccessToken)
 		switch {
 		case errors.Is(err, tokens.ErrAuthorizationRequired):
 			retryErr, outcome = err, "authorization_required"
@@ -372,7 +390,10 @@ func (h *ProxyHandler) stripCookies(r *http.Request) {
 func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err error) error {
 	name := h.conn.name
 	var ue *tokens.UnavailableError
+	var ce *claimsChallengeError
 	switch {
+	case errors.As(err, &ce):
+		return h.writeChallenge(w, ce)
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		return writeJSON(w, http.StatusUnauthorized, apiError{
 			Error: "authorization_required", Connector: name, AuthorizeURL: h.app.authorizeURL(name),

@@ -83,6 +83,11 @@ type Config struct {
 	// it is refreshed only to keep its refresh token alive, for providers
 	// that expire idle refresh tokens. Zero: never.
 	KeepAlive time.Duration
+	// ClientCapabilities are declared to the provider in the claims
+	// parameter of authorization and token requests (Microsoft's "cp1":
+	// the client handles claims challenges, so resources may apply
+	// Continuous Access Evaluation to its tokens).
+	ClientCapabilities []string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -169,17 +174,7 @@ func (c *Connector) Config() Config { return c.cfg }
 // authorize, carrying state and, with PKCE on, the S256 challenge of
 // verifier.
 func (c *Connector) AuthCodeURL(state, verifier string) string {
-	opts := []oauth2.AuthCodeOption{}
-	if c.cfg.PKCE {
-		opts = append(opts, oauth2.S256ChallengeOption(verifier))
-	}
-	for k, v := range c.cfg.AuthParams {
-		opts = append(opts, oauth2.SetAuthURLParam(k, v))
-	}
-	if c.cfg.Resource != "" {
-		opts = append(opts, oauth2.SetAuthURLParam("resource", c.cfg.Resource))
-	}
-	return c.oauth.AuthCodeURL(state, opts...)
+	return c.authCodeURL(state, verifier, nil)
 }
 
 // Exchange redeems an authorization code, sending the PKCE verifier when
@@ -188,6 +183,9 @@ func (c *Connector) Exchange(ctx context.Context, code, verifier string) (*oauth
 	var opts []oauth2.AuthCodeOption
 	if c.cfg.PKCE {
 		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	if claims := c.claims(nil); claims != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("claims", claims))
 	}
 	tok, err := c.oauth.Exchange(c.ctx(ctx), code, opts...)
 	if err != nil {
@@ -202,8 +200,14 @@ func (c *Connector) Refresh(ctx context.Context, refreshToken string) (*oauth2.T
 	if refreshToken == "" {
 		return nil, fmt.Errorf("connector %s: refreshing: %w: no refresh token", c.cfg.Name, ErrGrantRejected)
 	}
-	src := c.oauth.TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
-	tok, err := src.Token()
+	var tok *oauth2.Token
+	var err error
+	if len(c.cfg.ClientCapabilities) > 0 {
+		// x/oauth2's refresh cannot send the claims parameter.
+		tok, err = c.refreshWith(ctx, refreshToken, nil)
+	} else {
+		tok, err = c.oauth.TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)}).Token()
+	}
 	if err != nil {
 		return nil, c.wrap("refreshing", err)
 	}
