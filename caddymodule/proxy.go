@@ -261,20 +261,32 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 
 	var retryErr error
 	first := &firstAttempt{w: w, header: http.Header{}}
-	first.decide = func() bool {
+	first.decide = func(status int) bool {
 		// The upstream refused the token. Decide before its body is
 		// read: retry with a fresher token, answer that the connection
-		// needs authorization, or pass the 401 through. A claims
-		// challenge needs the person: no refresh satisfies it.
-		if c.res != nil {
+		// needs authorization, or pass the answer through. A claims
+		// challenge, or one for more scope (step-up), needs the person:
+		// no refresh satisfies it.
+		ch := discovery.ParseChallenge(first.header)
+		if c.res != nil && status == http.StatusUnauthorized {
 			// A resource that names other metadata than it did is
 			// discovered again on the next use.
-			c.res.noticeChallenge(discovery.ParseChallenge(first.header).ResourceMetadata)
+			c.res.noticeChallenge(ch.ResourceMetadata)
+		}
+		if ch.Error == "insufficient_scope" && validScope(ch.Scope) {
+			// RFC 6750 3.1 says 403; MCP servers and others also send
+			// it with 401.
+			retryErr = h.challenged(r.Context(), key, ask{scope: ch.Scope})
+			h.app.telemetry.retries.WithLabelValues(c.name, "scope_challenge").Inc()
+			return true
+		}
+		if status != http.StatusUnauthorized {
+			return false
 		}
 		outcome := "passed_through"
 		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
 		if claims, ok := claimsChallenge(first.header); ok {
-			retryErr, outcome = h.challenged(r.Context(), key, claims), "claims_challenge"
+			retryErr, outcome = h.challenged(r.Context(), key, ask{claims: claims}), "claims_challenge"
 			return true
 		}
 		fresh, err := h.rejected(r.Context(), key, conn, tok.AccessToken)
@@ -390,7 +402,7 @@ func (h *ProxyHandler) stripCookies(r *http.Request) {
 func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err error) error {
 	name := h.conn.name
 	var ue *tokens.UnavailableError
-	var ce *claimsChallengeError
+	var ce *challengeError
 	switch {
 	case errors.As(err, &ce):
 		return h.writeChallenge(w, ce)
@@ -425,7 +437,7 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 type firstAttempt struct {
 	w      http.ResponseWriter
 	header http.Header
-	decide func() bool
+	decide func(status int) bool
 
 	wrote     bool
 	swallowed bool
@@ -437,7 +449,7 @@ func (f *firstAttempt) WriteHeader(code int) {
 	if f.wrote {
 		return
 	}
-	if code == http.StatusUnauthorized && f.decide() {
+	if (code == http.StatusUnauthorized || code == http.StatusForbidden) && f.decide(code) {
 		f.wrote, f.swallowed = true, true
 		return
 	}

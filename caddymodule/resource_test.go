@@ -26,6 +26,10 @@ type resourceSite struct {
 	// metadata.
 	moved   bool
 	fetched map[string]int
+	// insufficient, if set, is the scope /mcp asks for with 403
+	// insufficient_scope (status: 401 if unauthorized is set).
+	insufficient string
+	unauthorized bool
 }
 
 func newResourceSite(t *testing.T) *resourceSite {
@@ -46,6 +50,15 @@ func newResourceSite(t *testing.T) *resourceSite {
 			return
 		case "/mcp", "/mcp/tools":
 			s.seen = append(s.seen, r.Clone(r.Context()))
+			if s.insufficient != "" {
+				w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+s.insufficient+`", resource_metadata="`+s.URL+`/.well-known/oauth-protected-resource/mcp"`)
+				if s.unauthorized {
+					w.WriteHeader(http.StatusUnauthorized)
+				} else {
+					w.WriteHeader(http.StatusForbidden)
+				}
+				return
+			}
 			if s.moved {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", resource_metadata="`+s.URL+`/meta/v2"`)
 				w.WriteHeader(http.StatusUnauthorized)
@@ -265,5 +278,53 @@ func TestResourceRediscoveredOnNewChallenge(t *testing.T) {
 	}
 	if site.registered != 1 {
 		t.Fatalf("%d registrations, want 1 (the same server)", site.registered)
+	}
+}
+
+// TestResourceStepUp has the resource refuse the token for lacking scope
+// (RFC 6750 insufficient_scope, with 403 and with 401): the app gets 401
+// authorization_required with the scopes asked for and an authorize URL
+// that requests them besides the connector's own, and no refresh is tried.
+func TestResourceStepUp(t *testing.T) {
+	for _, unauthorized := range []bool{false, true} {
+		t.Run(map[bool]string{false: "403", true: "401"}[unauthorized], func(t *testing.T) {
+			site := newResourceSite(t)
+			s := startResourceServer(t, site, "dynamic")
+			site.serve(s.as.URL)
+			c := newClient()
+			resp, _ := c.do(t, "GET", s.base+"/oauth/connectors/mcp/authorize", nil, "")
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if resp, body := s.callback(t, c, loc.Query().Get("state"), "code-1"); resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("callback: %d %s", resp.StatusCode, body)
+			}
+			issued := s.as.n.Load()
+			site.mu.Lock()
+			site.insufficient, site.unauthorized = "tools admin:write", unauthorized
+			site.mu.Unlock()
+			resp, body := newClient().do(t, "POST", s.base+"/mcp/", nil, `{}`)
+			var got struct {
+				Error        string   `json:"error"`
+				AuthorizeURL string   `json:"authorize_url"`
+				Scopes       []string `json:"scopes"`
+			}
+			if resp.StatusCode != http.StatusUnauthorized || json.Unmarshal([]byte(body), &got) != nil || got.Error != "authorization_required" ||
+				strings.Join(got.Scopes, " ") != "tools admin:write" || !strings.Contains(got.AuthorizeURL, "?challenge=") {
+				t.Fatalf("step-up answer: %d %s", resp.StatusCode, body)
+			}
+			if s.as.n.Load() != issued {
+				t.Fatal("a token was requested for a scope challenge")
+			}
+			resp, _ = c.do(t, "GET", got.AuthorizeURL, nil, "")
+			loc, _ = url.Parse(resp.Header.Get("Location"))
+			if resp.StatusCode != http.StatusFound || loc.Query().Get("scope") != "tools admin:write" {
+				t.Fatalf("authorize after step-up: %d, scope %q", resp.StatusCode, loc.Query().Get("scope"))
+			}
+			// A challenge id the proxy did not issue asks for nothing more.
+			resp, _ = c.do(t, "GET", s.base+"/oauth/connectors/mcp/authorize?challenge=0123456789abcdef0123456789abcdef", nil, "")
+			loc, _ = url.Parse(resp.Header.Get("Location"))
+			if loc.Query().Get("scope") != "tools" {
+				t.Fatalf("a forged challenge: scope %q", loc.Query().Get("scope"))
+			}
+		})
 	}
 }

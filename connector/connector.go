@@ -174,7 +174,7 @@ func (c *Connector) Config() Config { return c.cfg }
 // authorize, carrying state and, with PKCE on, the S256 challenge of
 // verifier.
 func (c *Connector) AuthCodeURL(state, verifier string) string {
-	return c.authCodeURL(state, verifier, nil)
+	return c.authCodeURL(state, verifier, nil, nil)
 }
 
 // Exchange redeems an authorization code, sending the PKCE verifier when

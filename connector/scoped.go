@@ -109,18 +109,19 @@ func ParseClaims(raw []byte) (string, error) {
 	return string(b), nil
 }
 
-// AuthCodeURLWithClaims is AuthCodeURL for a person who must satisfy a
-// claims challenge: the authorization request carries challenge (from
-// ParseClaims) merged with the connector's client capabilities.
-func (c *Connector) AuthCodeURLWithClaims(state, verifier, challenge string) string {
+// AuthCodeURLFor is AuthCodeURL for a person who must satisfy a resource's
+// challenge: the authorization request carries claims (from ParseClaims)
+// merged with the connector's client capabilities, and asks for scopes
+// besides the connector's own (step-up, RFC 6750 insufficient_scope).
+func (c *Connector) AuthCodeURLFor(state, verifier, claims string, scopes []string) string {
 	var p claimsParam
-	if challenge != "" {
-		json.Unmarshal([]byte(challenge), &p)
+	if claims != "" {
+		json.Unmarshal([]byte(claims), &p)
 	}
-	return c.authCodeURL(state, verifier, p)
+	return c.authCodeURL(state, verifier, p, scopes)
 }
 
-func (c *Connector) authCodeURL(state, verifier string, challenge claimsParam) string {
+func (c *Connector) authCodeURL(state, verifier string, challenge claimsParam, scopes []string) string {
 	opts := []oauth2.AuthCodeOption{}
 	if c.cfg.PKCE {
 		opts = append(opts, oauth2.S256ChallengeOption(verifier))
@@ -133,6 +134,15 @@ func (c *Connector) authCodeURL(state, verifier string, challenge claimsParam) s
 	}
 	if c.cfg.Resource != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("resource", c.cfg.Resource))
+	}
+	if len(scopes) > 0 {
+		all := slices.Clone(c.oauth.Scopes)
+		for _, s := range scopes {
+			if !slices.Contains(all, s) {
+				all = append(all, s)
+			}
+		}
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(all, " ")))
 	}
 	return c.oauth.AuthCodeURL(state, opts...)
 }

@@ -92,7 +92,7 @@ func TestClaimsMerge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := url.Parse((&Connector{cfg: c.cfg, oauth: c.oauth}).AuthCodeURLWithClaims("s", "v", claims))
+	u, _ := url.Parse((&Connector{cfg: c.cfg, oauth: c.oauth}).AuthCodeURLFor("s", "v", claims, nil))
 	want := `{"access_token":{"nbf":{"essential":true,"value":"1"},"xms_cc":{"values":["cp1"]}},"id_token":{"acrs":null}}`
 	if got := u.Query().Get("claims"); got != want {
 		t.Fatalf("claims %s; want %s", got, want)

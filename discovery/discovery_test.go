@@ -155,3 +155,26 @@ func TestParseChallenge(t *testing.T) {
 		t.Fatal("no header: want the zero challenge")
 	}
 }
+
+func TestParseChallengeForms(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		want   Challenge
+	}{
+		{[]string{`Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="eyJ9"`},
+			Challenge{Error: "insufficient_claims", Claims: "eyJ9"}},
+		{[]string{`Bearer error=insufficient_scope, scope="a b"`}, Challenge{Error: "insufficient_scope", Scope: "a b"}},
+		{[]string{`Basic realm="x"`, `bearer Error="invalid_token",Resource_Metadata="https://r.example/m"`}, Challenge{Error: "invalid_token", ResourceMetadata: "https://r.example/m"}},
+		{[]string{`Negotiate abc==, Bearer realm="a\"b", error="e"`}, Challenge{Error: "e"}},
+		{[]string{`Bearer`}, Challenge{}},
+		{[]string{`Bearer error="unterminated`}, Challenge{Error: "unterminated"}},
+	} {
+		h := http.Header{}
+		for _, v := range tc.header {
+			h.Add("WWW-Authenticate", v)
+		}
+		if got := ParseChallenge(h); got != tc.want {
+			t.Errorf("%q: got %+v, want %+v", tc.header, got, tc.want)
+		}
+	}
+}
