@@ -100,7 +100,10 @@ func newClientAuth(cfg Config, base http.RoundTripper) (*clientAuthTransport, er
 		keys = remoteKey{s: cfg.ClientKeySigner}
 	} else {
 		fk, err := newFileKey(cfg.ClientKeyFile, cfg.ClientCertFile)
-		if err != nil {
+		if ae, ok := err.(*assertionError); ok {
+			// At provisioning: the setting's own words.
+			return nil, fmt.Errorf("connector %s: %w", cfg.Name, ae.err)
+		} else if err != nil {
 			return nil, fmt.Errorf("connector %s: %w", cfg.Name, err)
 		}
 		keys = fk

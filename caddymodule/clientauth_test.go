@@ -1,0 +1,128 @@
+package caddymodule
+
+import (
+	"encoding/json"
+
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"github.com/caddyserver/caddy/v2"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeKeyPair writes a PEM RSA key and a self-signed certificate of it.
+func writeKeyPair(t *testing.T, dir, name string) (keyFile, certFile string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, certFile = filepath.Join(dir, name+".key"), filepath.Join(dir, name+".crt")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return keyFile, certFile
+}
+
+// TestClientAuthConfig: the client authentication options load when they
+// fit together (without the network, Vault Transit included), and each
+// misfit is refused at provisioning with an error that names it.
+func TestClientAuthConfig(t *testing.T) {
+	dir := t.TempDir()
+	key, cert := writeKeyPair(t, dir, "graph")
+	_, otherCert := writeKeyPair(t, dir, "other")
+	assertion := filepath.Join(dir, "token")
+	os.WriteFile(assertion, []byte("a.b.c"), 0o600)
+	conn := func(body string) string {
+		return "public_url http://localhost:8080\nconnector graph {\nprovider microsoft\nclient_id app\n" + body + "\n}"
+	}
+	vaultStore := "store vault {\naddress http://127.0.0.1:1\ntoken t\n}\n"
+	tests := []struct {
+		name string
+		src  string
+		want string // empty: loads
+	}{
+		{"file key with certificate", global(conn("auth_style private_key_jwt\nclient_key file " + key + "\nclient_cert_file " + cert)), ""},
+		{"file key, kid and audience", global(conn("auth_style private_key_jwt\nclient_key file " + key + "\nclient_key_id k1\nassertion_audience https://login.microsoftonline.com/t/oauth2/v2.0/token")), ""},
+		{"vault transit", global(vaultStore + conn("auth_style private_key_jwt\nclient_key vault_transit graph-app")), ""},
+		{"client assertion", global(conn("auth_style client_assertion\nclient_assertion_file " + assertion)), ""},
+		{"missing key file", global(conn("auth_style private_key_jwt\nclient_key file " + filepath.Join(dir, "nope.key"))), "connector graph: client_key: stat"},
+		{"certificate of another key", global(conn("auth_style private_key_jwt\nclient_key file " + key + "\nclient_cert_file " + otherCert)), "client_cert_file does not match client_key"},
+		{"missing certificate", global(conn("auth_style private_key_jwt\nclient_key file " + key + "\nclient_cert_file " + filepath.Join(dir, "nope.crt"))), "client_cert_file: stat"},
+		{"key with post", global(conn("auth_style post\nclient_secret s\nclient_key file " + key)), "need auth_style private_key_jwt, not post"},
+		{"key with basic", global(conn("auth_style basic\nclient_secret s\nclient_key file " + key)), "need auth_style private_key_jwt, not basic"},
+		{"private_key_jwt without key", global(conn("auth_style private_key_jwt")), "auth_style private_key_jwt needs client_key"},
+		{"private_key_jwt with secret", global(conn("auth_style private_key_jwt\nclient_secret s\nclient_key file " + key)), "authenticates without client_secret"},
+		{"client_assertion without file", global(conn("auth_style client_assertion")), "auth_style client_assertion needs client_assertion_file"},
+		{"vault_transit without the vault store", global(conn("auth_style private_key_jwt\nclient_key vault_transit graph-app")), "client_key vault_transit needs the Vault store"},
+		{"bad audience", global(conn("auth_style private_key_jwt\nclient_key file " + key + "\nassertion_audience token")), "assertion_audience must be an absolute URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := load(tt.src)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("load: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestClientAuthCaddyfileErrors: malformed client authentication options
+// are refused when the Caddyfile is adapted.
+func TestClientAuthCaddyfileErrors(t *testing.T) {
+	for _, tt := range []struct{ name, src, want string }{
+		{"unknown auth_style", global("connector a {\nauth_style tls_client_auth\n}"), `auth_style must be basic, post, private_key_jwt or client_assertion, got "tls_client_auth"`},
+		{"client_key without source", global("connector a {\nclient_key /k.pem\n}"), "client_key takes file <path> or vault_transit <key> [<mount>]"},
+		{"client_key unknown source", global("connector a {\nclient_key pkcs11 slot\n}"), "client_key takes file <path>"},
+		{"vault_transit arity", global("connector a {\nclient_key vault_transit k m extra\n}"), "client_key takes file <path>"},
+		{"client_key_id arity", global("connector a {\nclient_key_id\n}"), "wrong argument count"},
+		{"client_assertion_file arity", global("connector a {\nclient_assertion_file a b\n}"), "wrong argument count"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := adapt(tt.src)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestClientKeyJSON: a client_key with both sources, or none, is refused.
+func TestClientKeyJSON(t *testing.T) {
+	for _, tt := range []struct{ key, want string }{
+		{`{"file":"/k","vault_transit":{"key":"k"}}`, "a file or a vault_transit key, not both"},
+		{`{}`, "client_key needs a file or a vault_transit key"},
+	} {
+		err := loadJSON(`{"apps":{"oauthconn":{"public_url":"http://localhost:8080","connectors":{"a":{"authorization_url":"https://as/a","token_url":"https://as/t","client_id":"x","auth_style":"private_key_jwt","client_key":` + tt.key + `}}}}}`)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.key, err, tt.want)
+		}
+	}
+}
+
+// loadJSON validates a JSON configuration as `caddy validate` does.
+func loadJSON(src string) error {
+	var cfg caddy.Config
+	if err := json.Unmarshal([]byte(src), &cfg); err != nil {
+		return err
+	}
+	return caddy.Validate(&cfg)
+}
