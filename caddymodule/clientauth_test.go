@@ -2,6 +2,10 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 
 	"crypto/rand"
 	"crypto/rsa"
@@ -125,4 +129,41 @@ func loadJSON(src string) error {
 		return err
 	}
 	return caddy.Validate(&cfg)
+}
+
+// TestCallbackClientRejected: when the token endpoint refuses the client
+// at the code exchange (RFC 6749 invalid_client), the callback answers
+// with the error page saying that the configuration must be fixed (not
+// "start again"), stores nothing, and the connection stays
+// authorization_required.
+func TestCallbackClientRejected(t *testing.T) {
+	var calls atomic.Int64
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":"invalid_client","error_description":"AADSTS700027: Client assertion contains an invalid signature."}`)
+	}))
+	defer refusing.Close()
+	s := startServer(t, testOptions{connector: "token_url " + refusing.URL + "/token"})
+	b := newClient()
+	state, resp := s.authorize(t, b)
+	if state == "" {
+		t.Fatalf("authorize: %d", resp.StatusCode)
+	}
+	resp, page := s.callback(t, b, state, "good-code")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(page, "refused this connector&#39;s client credentials") ||
+		!strings.Contains(page, "invalid_client") || strings.Contains(page, "AADSTS") {
+		t.Fatalf("%d %s", resp.StatusCode, page)
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("%d token requests", calls.Load())
+	}
+	if st := body(t, s); !strings.Contains(st, `"status":"authorization_required"`) {
+		t.Fatalf("a refused client connected: %s", st)
+	}
+	// The state is spent: a second try does not send the code again.
+	if resp, _ := s.callback(t, b, state, "good-code"); resp.StatusCode != http.StatusBadRequest || calls.Load() != 1 {
+		t.Fatalf("second callback: %d, %d token requests", resp.StatusCode, calls.Load())
+	}
 }
