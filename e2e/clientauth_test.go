@@ -1,0 +1,374 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/hydradev"
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
+)
+
+// The client authentication tests register Hydra clients whose
+// token_endpoint_auth_method is private_key_jwt, so that Hydra (fosite)
+// checks every client assertion the proxy sends: the signature against the
+// client's registered JWKS (inline jwks, or a jwks_uri the test serves),
+// iss = sub = client_id, aud = Hydra's token URL, exp, and that no jti is
+// used twice. A recorder in front of Hydra keeps what each token request
+// carried and how Hydra answered.
+
+// tokenRecord is one token request as Hydra's token endpoint received it.
+type tokenRecord struct {
+	form   url.Values
+	auth   string // the Authorization header
+	status int
+}
+
+// tokenRecorder forwards to Hydra's public URL and records token requests.
+type tokenRecorder struct {
+	URL   string
+	proxy *httputil.ReverseProxy
+	mu    sync.Mutex
+	recs  []tokenRecord
+}
+
+func newTokenRecorder(t *testing.T, h *hydra) *tokenRecorder {
+	u, _ := url.Parse(h.PublicURL)
+	r := &tokenRecorder{proxy: httputil.NewSingleHostReverseProxy(u)}
+	r.URL = serve(t, r)
+	return r
+}
+
+func (r *tokenRecorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	b, _ := io.ReadAll(req.Body)
+	form, _ := url.ParseQuery(string(b))
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	sw := &recordingWriter{ResponseWriter: w, status: 200}
+	r.proxy.ServeHTTP(sw, req)
+	r.mu.Lock()
+	r.recs = append(r.recs, tokenRecord{form: form, auth: req.Header.Get("Authorization"), status: sw.status})
+	r.mu.Unlock()
+}
+
+type recordingWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *recordingWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+
+func (r *tokenRecorder) records() []tokenRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]tokenRecord(nil), r.recs...)
+}
+
+// count returns how many requests of grant were answered with status (0:
+// any status).
+func (r *tokenRecorder) count(grant string, status int) int {
+	n := 0
+	for _, rec := range r.records() {
+		if rec.form.Get("grant_type") == grant && (status == 0 || rec.status == status) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *tokenRecorder) last(t *testing.T) tokenRecord {
+	t.Helper()
+	recs := r.records()
+	if len(recs) == 0 {
+		t.Fatal("no token request")
+	}
+	return recs[len(recs)-1]
+}
+
+// checkAssertions checks that every token request authenticated with an
+// assertion and no secret, and that no jti was sent twice; it returns the
+// kid of each assertion.
+func (r *tokenRecorder) checkAssertions(t *testing.T) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	var kids []string
+	for i, rec := range r.records() {
+		if rec.auth != "" || rec.form.Has("client_secret") {
+			t.Fatalf("request %d carried a secret", i)
+		}
+		if rec.form.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+			t.Fatalf("request %d: client_assertion_type %q", i, rec.form.Get("client_assertion_type"))
+		}
+		tok, err := jwt.ParseSigned(rec.form.Get("client_assertion"), []jose.SignatureAlgorithm{jose.RS256, jose.PS256, jose.ES256})
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		var c jwt.Claims
+		tok.UnsafeClaimsWithoutVerification(&c)
+		if seen[c.ID] {
+			t.Fatalf("jti %q was sent twice", c.ID)
+		}
+		seen[c.ID] = true
+		kids = append(kids, tok.Headers[0].KeyID)
+	}
+	return kids
+}
+
+// jwk is the public JWK of key as a client registers it.
+func jwk(t *testing.T, pub crypto.PublicKey) jose.JSONWebKey {
+	t.Helper()
+	k := jose.JSONWebKey{Key: pub, Use: "sig", Algorithm: "RS256"}
+	tp, err := k.Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	return k
+}
+
+// createJWTClient registers a Hydra client that authenticates with
+// private_key_jwt (RS256), with the public keys inline (jwks) or at
+// jwksURI.
+func createJWTClient(t *testing.T, h *hydra, keys []jose.JSONWebKey, jwksURI string) string {
+	t.Helper()
+	body := map[string]any{
+		"grant_types":                     []string{"authorization_code", "refresh_token"},
+		"response_types":                  []string{"code"},
+		"scope":                           "openid offline_access offline",
+		"redirect_uris":                   []string{"http://localhost:9080/oauth/callback"},
+		"token_endpoint_auth_method":      "private_key_jwt",
+		"token_endpoint_auth_signing_alg": "RS256",
+	}
+	if jwksURI != "" {
+		body["jwks_uri"] = jwksURI
+	} else {
+		body["jwks"] = jose.JSONWebKeySet{Keys: keys}
+	}
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(h.AdminURL+"/admin/clients", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating the client: %d %s", resp.StatusCode, out)
+	}
+	var c struct {
+		ClientID string `json:"client_id"`
+	}
+	json.Unmarshal(out, &c)
+	return c.ClientID
+}
+
+func newRSAKey(t *testing.T) *rsa.PrivateKey {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// writeKey writes key to path as a PKCS#8 PEM file, replacing it as an
+// operator's rotation (or a Kubernetes secret update) does: write aside,
+// then rename.
+func writeKey(t *testing.T, path string, key *rsa.PrivateKey) {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const clientAuthCaddyfile = `{
+	admin localhost:2999
+	oauthconn {
+		public_url http://localhost:9080
+		store vault {
+			address {env.VAULT_ADDR}
+			token %[1]s
+			mount secret
+			prefix %[2]s
+		}
+		%[3]s
+	}
+}
+
+http://localhost:9080 {
+	oauthconn_connect /oauth/*
+	handle_path /demo/* {
+		oauthconn_proxy demo %[4]s
+	}
+}
+`
+
+// startClientAuthSidecar starts Caddy (caddytest rewrites paths ending in
+// .key or .crt, so key files are named .pem) with the given connectors, its
+// Vault store using token (empty: the root token) under prefix.
+func startClientAuthSidecar(t *testing.T, token, prefix, connectors, upstream string) *sidecar {
+	t.Helper()
+	env := testservices.Vault(t)
+	if token == "" {
+		token = env.Token
+	}
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(clientAuthCaddyfile, token, prefix, connectors, upstream), "caddyfile")
+	vc, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.SetToken(env.Token)
+	return &sidecar{base: "http://localhost:9080", prefix: prefix, vault: vc}
+}
+
+// afterExpiry waits until the stored access token of connector demo has
+// expired, and returns the refresh token Vault holds.
+func afterExpiry(t *testing.T, s *sidecar) string {
+	t.Helper()
+	rec := s.stored(t, "demo")
+	if rec == nil {
+		t.Fatal("Vault holds no token set")
+	}
+	exp, _ := time.Parse(time.RFC3339, rec["expiry"].(string))
+	time.Sleep(time.Until(exp.Add(time.Second)))
+	return rec["refresh_token"].(string)
+}
+
+// appGet sends the app's request through the proxy.
+func appGet(t *testing.T, s *sidecar) (int, string) {
+	t.Helper()
+	resp, body := newBrowser().do(t, "GET", s.base+"/demo/items", "", "")
+	return resp.StatusCode, body
+}
+
+// TestPrivateKeyJWTFile: a connector with a PEM key authenticates the code
+// exchange and every refresh with a fresh assertion that Hydra accepts; a
+// key file rotated to another registered key is used by the next refresh
+// without a restart; a key file rotated to a key Hydra does not know makes
+// the connector misconfigured (503 connector_misconfigured) without losing
+// the connection; an assertion sent a second time is refused by Hydra.
+func TestPrivateKeyJWTFile(t *testing.T) {
+	h := newHydra(t)
+	up := newUpstream(t, h)
+	rec := newTokenRecorder(t, h)
+	k1, k2, unknown := newRSAKey(t), newRSAKey(t), newRSAKey(t)
+	j1, j2 := jwk(t, &k1.PublicKey), jwk(t, &k2.PublicKey)
+	clientID := createJWTClient(t, h, []jose.JSONWebKey{j1, j2}, "")
+	keyFile := filepath.Join(t.TempDir(), "client-key.pem")
+	writeKey(t, keyFile, k1)
+	// The proxy reaches Hydra through the recorder, so the assertion's
+	// audience must be named: Hydra accepts only its own token URL.
+	s := startClientAuthSidecar(t, "", "e2e-pkjwt-"+hydradev.RandomHex(6), `connector demo {
+			authorization_url `+h.PublicURL+`/oauth2/auth
+			token_url `+rec.URL+`/oauth2/token
+			client_id `+clientID+`
+			auth_style private_key_jwt
+			client_key file `+keyFile+`
+			assertion_audience `+h.PublicURL+`/oauth2/token
+			scopes openid offline_access
+			refresh_cooldown 2s
+		}`, up.URL)
+
+	connect(t, s, newBrowser())
+	if rec.count("authorization_code", 200) != 1 {
+		t.Fatalf("code exchanges: %+v", rec.records())
+	}
+	if st, body := appGet(t, s); st != 200 {
+		t.Fatalf("after connecting: %d %s", st, body)
+	}
+	afterExpiry(t, s)
+	if st, body := appGet(t, s); st != 200 || rec.count("refresh_token", 200) != 1 {
+		t.Fatalf("after expiry: %d %s, %d refreshes", st, body, rec.count("refresh_token", 200))
+	}
+	if kids := rec.checkAssertions(t); kids[len(kids)-1] != j1.KeyID {
+		t.Fatalf("kids %v, want the first key's %s", kids, j1.KeyID)
+	}
+
+	// A replayed assertion: the last one, sent again with the refresh
+	// token Vault holds, is refused by Hydra (jti uniqueness), and the
+	// refresh token is not spent by it.
+	replay := rec.last(t).form.Get("client_assertion")
+	rt := s.stored(t, "demo")["refresh_token"].(string)
+	resp, err := http.PostForm(h.PublicURL+"/oauth2/token", url.Values{
+		"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {clientID},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {replay},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "jti_known") {
+		t.Fatalf("a replayed assertion: %d %s", resp.StatusCode, b)
+	}
+
+	// Rotation to the second registered key: no restart.
+	writeKey(t, keyFile, k2)
+	afterExpiry(t, s)
+	if st, body := appGet(t, s); st != 200 || rec.count("refresh_token", 200) != 2 {
+		t.Fatalf("after rotating the key: %d %s, %d refreshes", st, body, rec.count("refresh_token", 200))
+	}
+	if kids := rec.checkAssertions(t); kids[len(kids)-1] != j2.KeyID {
+		t.Fatalf("kids %v, want the rotated key's %s", kids, j2.KeyID)
+	}
+
+	// Rotation to a key Hydra does not know: Hydra refuses the client,
+	// apps are told the connector is misconfigured, and Vault keeps the
+	// refresh token.
+	writeKey(t, keyFile, unknown)
+	rt = afterExpiry(t, s)
+	st, body := appGet(t, s)
+	if st != http.StatusServiceUnavailable || !strings.Contains(body, "connector_misconfigured") {
+		t.Fatalf("with an unregistered key: %d %s", st, body)
+	}
+	if last := rec.last(t); last.status/100 != 4 || last.form.Get("grant_type") != "refresh_token" {
+		t.Fatalf("Hydra answered %d to the refresh with an unregistered key", last.status)
+	}
+	if got := s.stored(t, "demo"); got == nil || got["refresh_token"] != rt {
+		t.Fatal("Vault no longer holds the refresh token after the client was refused")
+	}
+	// Back to a registered key: the connection works again, nobody
+	// authorizes again.
+	writeKey(t, keyFile, k1)
+	if !waitUntil(20*time.Second, func() bool { st, _ := appGet(t, s); return st == 200 }) {
+		t.Fatalf("the connection did not come back with a registered key; token requests: %d", len(rec.records()))
+	}
+	rec.checkAssertions(t)
+	if n := rec.count("authorization_code", 0); n != 1 {
+		t.Fatalf("%d code exchanges: somebody had to authorize again", n)
+	}
+	t.Logf("%d token requests, each with its own jti", len(rec.records()))
+}
