@@ -372,3 +372,120 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 	}
 	t.Logf("%d token requests, each with its own jti", len(rec.records()))
 }
+
+// TestPrivateKeyJWTVaultTransit: a connector whose key is a Vault Transit
+// key signs its assertions in Vault, through the store's token bound to
+// exactly examples/vault-policy.hcl and examples/vault-transit-policy.hcl
+// (besides Vault's default policy): the code exchange and the refresh
+// work, with the assertion's audience left to its default (the token URL,
+// Hydra's). A connector whose Hydra client has another key registered gets
+// the callback's error page and nothing stored; one whose Transit key the
+// policy does not cover gets the same page, and Hydra sees no request.
+func TestPrivateKeyJWTVaultTransit(t *testing.T) {
+	h := newHydra(t)
+	up := newUpstream(t, h)
+	rec := newTokenRecorder(t, h)
+	env := testservices.Vault(t)
+	root, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root.SetToken(env.Token)
+	id := hydradev.RandomHex(6)
+	mount := "transit-e2e-" + id
+	if err := root.Sys().Mount(mount, &vaultapi.MountInput{Type: "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Sys().Unmount(mount) })
+	for _, k := range []string{"graph-app", "not-allowed"} {
+		if _, err := root.Logical().Write(mount+"/keys/"+k, map[string]any{"type": "rsa-2048"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sec, err := root.Logical().Read(mount + "/keys/graph-app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemText := sec.Data["keys"].(map[string]any)["1"].(map[string]any)["public_key"].(string)
+	block, _ := pem.Decode([]byte(pemText))
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := createJWTClient(t, h, []jose.JSONWebKey{jwk(t, pub)}, "")
+	bad := createJWTClient(t, h, []jose.JSONWebKey{jwk(t, &newRSAKey(t).PublicKey)}, "")
+
+	// The store's token: the documented policies and nothing else.
+	storePolicy, err := os.ReadFile("../examples/vault-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	transitPolicy, err := os.ReadFile("../examples/vault-transit-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	transitPolicy = []byte(strings.ReplaceAll(string(transitPolicy), `"transit/`, `"`+mount+`/`))
+	for name, p := range map[string][]byte{"e2e-store-" + id: storePolicy, "e2e-transit-" + id: transitPolicy} {
+		if err := root.Sys().PutPolicy(name, string(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := root.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"e2e-store-" + id, "e2e-transit-" + id}, TTL: "30m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startClientAuthSidecar(t, tok.Auth.ClientToken, "caddy-oauthconn/e2e-transit-"+id, `connector demo {
+			authorization_url `+h.PublicURL+`/oauth2/auth
+			token_url `+h.PublicURL+`/oauth2/token
+			client_id `+good+`
+			auth_style private_key_jwt
+			client_key vault_transit graph-app `+mount+`
+			scopes openid offline_access
+		}
+		connector bad {
+			authorization_url `+h.PublicURL+`/oauth2/auth
+			token_url `+h.PublicURL+`/oauth2/token
+			client_id `+bad+`
+			auth_style private_key_jwt
+			client_key vault_transit graph-app `+mount+`
+			scopes openid offline_access
+		}
+		connector denied {
+			authorization_url `+h.PublicURL+`/oauth2/auth
+			token_url `+rec.URL+`/oauth2/token
+			assertion_audience `+h.PublicURL+`/oauth2/token
+			client_id `+good+`
+			auth_style private_key_jwt
+			client_key vault_transit not-allowed `+mount+`
+			scopes openid offline_access
+		}`, up.URL)
+
+	connect(t, s, newBrowser())
+	if st, body := appGet(t, s); st != 200 {
+		t.Fatalf("after connecting: %d %s", st, body)
+	}
+	rt := afterExpiry(t, s)
+	if st, body := appGet(t, s); st != 200 {
+		t.Fatalf("after expiry: %d %s", st, body)
+	}
+	if got := s.stored(t, "demo"); got == nil || got["refresh_token"] == rt {
+		t.Fatal("the refresh did not store a rotated refresh token")
+	}
+
+	for _, name := range []string{"bad", "denied"} {
+		resp, page := newBrowser().do(t, "GET", s.base+"/oauth/connectors/"+name+"/authorize", "", "")
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(page, "refused this connector&#39;s client credentials") {
+			t.Fatalf("%s: callback %d %s", name, resp.StatusCode, page)
+		}
+		if s.record(t, name) != nil {
+			t.Fatalf("%s: Vault holds a record after a refused client", name)
+		}
+	}
+	if n := len(rec.records()); n != 0 {
+		t.Fatalf("Hydra saw %d token requests of the connector whose key the policy does not allow", n)
+	}
+	_, status := newBrowser().do(t, "GET", s.base+"/oauth/connectors", "", "")
+	if strings.Count(status, `"status":"authorization_required"`) != 2 {
+		t.Fatalf("status: %s", status)
+	}
+}
