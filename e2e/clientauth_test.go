@@ -363,7 +363,7 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 	// Back to a registered key: the connection works again, nobody
 	// authorizes again.
 	writeKey(t, keyFile, k1)
-	if !waitUntil(20*time.Second, func() bool { st, _ := appGet(t, s); return st == 200 }) {
+	if !waitUntil(20*time.Second, func() bool { st, _ := appGet(t, s); time.Sleep(100 * time.Millisecond); return st == 200 }) {
 		t.Fatalf("the connection did not come back with a registered key; token requests: %d", len(rec.records()))
 	}
 	rec.checkAssertions(t)
@@ -487,5 +487,120 @@ func TestPrivateKeyJWTVaultTransit(t *testing.T) {
 	_, status := newBrowser().do(t, "GET", s.base+"/oauth/connectors", "", "")
 	if strings.Count(status, `"status":"authorization_required"`) != 2 {
 		t.Fatalf("status: %s", status)
+	}
+}
+
+// federatedIssuer plays the workload's identity provider (Kubernetes'
+// service account issuer, say): it serves its public keys as the Hydra
+// client's jwks_uri and signs the assertions the test writes to the
+// connector's client_assertion_file.
+type federatedIssuer struct {
+	key      *rsa.PrivateKey
+	pub      jose.JSONWebKey
+	clientID string
+	aud      string
+}
+
+func (f *federatedIssuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{f.pub}})
+}
+
+// assertion returns a new assertion valid from nbf for life.
+func (f *federatedIssuer) assertion(t *testing.T, nbf time.Time, life time.Duration) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: f.key, KeyID: f.pub.KeyID}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jwt.Signed(signer).Claims(jwt.Claims{
+		Issuer: f.clientID, Subject: f.clientID, Audience: jwt.Audience{f.aud}, ID: hydradev.RandomHex(16),
+		IssuedAt: jwt.NewNumericDate(nbf), NotBefore: jwt.NewNumericDate(nbf), Expiry: jwt.NewNumericDate(nbf.Add(life)),
+	}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestClientAssertionFile: a connector with auth_style client_assertion
+// sends the content of its client_assertion_file, read again for every
+// token request, and Hydra checks it against the jwks_uri the test serves.
+// A file not yet rewritten is an assertion used twice, which Hydra refuses
+// (jti): apps get 503 connector_misconfigured. An expired one is refused
+// too. Vault keeps the refresh token throughout, and the next good file
+// brings the connection back.
+func TestClientAssertionFile(t *testing.T) {
+	h := newHydra(t)
+	up := newUpstream(t, h)
+	rec := newTokenRecorder(t, h)
+	key := newRSAKey(t)
+	iss := &federatedIssuer{key: key, pub: jwk(t, &key.PublicKey), aud: h.PublicURL + "/oauth2/token"}
+	jwksURI := serve(t, iss) + "/jwks.json"
+	iss.clientID = createJWTClient(t, h, nil, jwksURI)
+	file := filepath.Join(t.TempDir(), "azure-identity-token")
+	write := func(a string) string { writeFile(t, file, []byte(a+"\n")); return a }
+	first := write(iss.assertion(t, time.Now(), 5*time.Minute))
+	s := startClientAuthSidecar(t, "", "e2e-assertion-"+hydradev.RandomHex(6), `connector demo {
+			authorization_url `+h.PublicURL+`/oauth2/auth
+			token_url `+rec.URL+`/oauth2/token
+			client_id `+iss.clientID+`
+			auth_style client_assertion
+			client_assertion_file `+file+`
+			scopes openid offline_access
+			refresh_cooldown 2s
+		}`, up.URL)
+
+	connect(t, s, newBrowser())
+	if got := rec.last(t); got.form.Get("client_assertion") != first || got.status != 200 || got.form.Get("client_id") != iss.clientID {
+		t.Fatalf("the code exchange: %d, assertion from the file: %t", got.status, got.form.Get("client_assertion") == first)
+	}
+	second := write(iss.assertion(t, time.Now(), 5*time.Minute))
+	afterExpiry(t, s)
+	if st, body := appGet(t, s); st != 200 {
+		t.Fatalf("after expiry: %d %s", st, body)
+	}
+	if got := rec.last(t); got.form.Get("client_assertion") != second || got.status != 200 {
+		t.Fatalf("the refresh: %d, with the rewritten file: %t", got.status, got.form.Get("client_assertion") == second)
+	}
+	rec.checkAssertions(t)
+
+	// The file is not rewritten: its assertion would be used twice.
+	rt := afterExpiry(t, s)
+	st, body := appGet(t, s)
+	if st != http.StatusServiceUnavailable || !strings.Contains(body, "connector_misconfigured") {
+		t.Fatalf("with a used assertion: %d %s", st, body)
+	}
+	if got := rec.last(t); got.status != http.StatusBadRequest || got.form.Get("client_assertion") != second {
+		t.Fatalf("Hydra answered %d to a used assertion", got.status)
+	}
+	// An expired assertion. Ory Hydra v2.3.0 (fosite v0.49.0) answers it
+	// with 500, not invalid_client: its claims check wraps a nil error,
+	// so the proxy sees the server failing, which may pass, and answers
+	// 503 token_unavailable while it retries with backoff.
+	expired := write(iss.assertion(t, time.Now().Add(-10*time.Minute), 5*time.Minute))
+	if !waitUntil(20*time.Second, func() bool {
+		if st, body := appGet(t, s); st != http.StatusServiceUnavailable {
+			t.Fatalf("with an expired assertion: %d %s", st, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+		return rec.last(t).form.Get("client_assertion") == expired
+	}) {
+		t.Fatal("the expired assertion was not sent once the connector's backoff was over")
+	}
+	if got := rec.last(t); got.status == http.StatusOK {
+		t.Fatal("Hydra accepted an expired assertion")
+	}
+	if got := s.stored(t, "demo"); got == nil || got["refresh_token"] != rt {
+		t.Fatal("Vault no longer holds the refresh token after refused assertions")
+	}
+	// A fresh assertion: back without anybody authorizing again.
+	write(iss.assertion(t, time.Now(), 5*time.Minute))
+	if !waitUntil(30*time.Second, func() bool { st, _ := appGet(t, s); time.Sleep(100 * time.Millisecond); return st == 200 }) {
+		t.Fatal("the connection did not come back with a fresh assertion")
+	}
+	if n := rec.count("authorization_code", 0); n != 1 {
+		t.Fatalf("%d code exchanges", n)
 	}
 }
