@@ -50,9 +50,6 @@ func (c *Config) validateClientAuth() error {
 		if c.ClientKeyFile != "" && c.ClientKeySigner != nil {
 			return fmt.Errorf("connector %s: give one client_key", c.Name)
 		}
-		if c.ClientCertFile != "" && c.ClientKeyFile == "" {
-			return fmt.Errorf("connector %s: client_cert_file goes with a client_key file", c.Name)
-		}
 		if c.ClientAssertionFile != "" {
 			return fmt.Errorf("connector %s: client_assertion_file needs auth_style client_assertion, not private_key_jwt", c.Name)
 		}
@@ -97,7 +94,7 @@ func newClientAuth(cfg Config, base http.RoundTripper) (*clientAuthTransport, er
 	}
 	var keys keySource
 	if cfg.ClientKeySigner != nil {
-		keys = remoteKey{s: cfg.ClientKeySigner}
+		keys = &remoteKey{s: cfg.ClientKeySigner, certPath: cfg.ClientCertFile}
 	} else {
 		fk, err := newFileKey(cfg.ClientKeyFile, cfg.ClientCertFile)
 		if ae, ok := err.(*assertionError); ok {

@@ -444,3 +444,39 @@ func TestAssertionRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivateKeyJWTSignerCertificate: a Signer's key may have a
+// certificate file, whose thumbprints go into the header; one of another
+// key fails the token request as a client rejection, before any request.
+func TestPrivateKeyJWTSignerCertificate(t *testing.T) {
+	dir := t.TempDir()
+	s := &localSigner{key: rsaKey(t)}
+	certFile := filepath.Join(dir, "c.pem")
+	cert := selfSigned(t, s.key)
+	writePEM(t, certFile, "CERTIFICATE", cert)
+	cfg := keyConfig("")
+	cfg.ClientKeySigner, cfg.ClientCertFile = s, certFile
+	rec := &recorder{}
+	c, err := New(cfg, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.Refresh(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	form, auth := rec.last(t)
+	h, _ := verify(t, form, auth, &s.key.PublicKey, "RS256", "https://as.example/token")
+	s256 := sha256.Sum256(cert)
+	if h.ExtraHeaders["x5t#S256"] != base64.RawURLEncoding.EncodeToString(s256[:]) {
+		t.Fatalf("header %v", h.ExtraHeaders)
+	}
+	n := len(rec.forms)
+	writePEM(t, certFile, "CERTIFICATE", selfSigned(t, rsaKey(t)))
+	if _, err := c.Refresh(ctx, "rt"); ClassOf(err) != ClientRejected || !strings.Contains(err.Error(), "client_cert_file does not match client_key") {
+		t.Fatalf("a certificate of another key: %v", err)
+	}
+	if len(rec.forms) != n {
+		t.Fatal("a request was sent")
+	}
+}

@@ -222,13 +222,22 @@ func parseCertificate(data []byte) (*x509.Certificate, error) {
 
 func samePublicKey(a, b crypto.PublicKey) bool {
 	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && ka.Equal(b)
+	return ok && b != nil && ka.Equal(b)
 }
 
-// remoteKey is a key held by a Signer.
-type remoteKey struct{ s Signer }
+// remoteKey is a key held by a Signer, with an optional certificate file
+// (read again when it changes) that must be the key's.
+type remoteKey struct {
+	s        Signer
+	certPath string
 
-func (r remoteKey) current(ctx context.Context) (signingKey, error) {
+	mu   sync.Mutex
+	cert fileStamp
+	x5t  [2]string // x5t#S256, x5t of the certificate read last
+	pub  crypto.PublicKey
+}
+
+func (r *remoteKey) current(ctx context.Context) (signingKey, error) {
 	pub, err := r.s.Public(ctx)
 	if err != nil {
 		return signingKey{}, classifyRemote(fmt.Errorf("client_key: getting the public key: %w", err))
@@ -238,7 +247,35 @@ func (r remoteKey) current(ctx context.Context) (signingKey, error) {
 	default:
 		return signingKey{}, &assertionError{permanent: true, err: fmt.Errorf("client_key: %T keys are not supported (RSA or EC P-256)", pub)}
 	}
-	return signingKey{remote: r.s, public: pub}, nil
+	sk := signingKey{remote: r.s, public: pub}
+	if r.certPath == "" {
+		return sk, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	certPEM, changed, err := readIfChanged(r.certPath, &r.cert)
+	if err != nil {
+		return signingKey{}, &assertionError{permanent: true, err: fmt.Errorf("client_cert_file: %w", err)}
+	}
+	if changed || !samePublicKey(r.pub, pub) {
+		if certPEM == nil {
+			if certPEM, err = os.ReadFile(r.certPath); err != nil {
+				return signingKey{}, &assertionError{permanent: true, err: fmt.Errorf("client_cert_file: %w", err)}
+			}
+		}
+		cert, err := parseCertificate(certPEM)
+		if err == nil && !samePublicKey(cert.PublicKey, pub) {
+			err = errors.New("client_cert_file does not match client_key")
+		}
+		if err != nil {
+			r.cert, r.pub = fileStamp{}, nil
+			return signingKey{}, &assertionError{permanent: true, err: err}
+		}
+		s256, s1 := thumbprints(cert.Raw)
+		r.x5t, r.pub = [2]string{s256, s1}, pub
+	}
+	sk.x5tS256, sk.x5t = r.x5t[0], r.x5t[1]
+	return sk, nil
 }
 
 // classifyRemote marks an error of a Signer permanent when the key's

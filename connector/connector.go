@@ -89,8 +89,9 @@ type Config struct {
 	// ClientKeyID is the assertion's kid. Empty: the key's RFC 7638
 	// thumbprint.
 	ClientKeyID string
-	// ClientCertFile is the PEM certificate of ClientKeyFile; its
-	// thumbprints go into the assertion's x5t#S256 and x5t headers.
+	// ClientCertFile is the PEM certificate of the client key (file or
+	// signer); its thumbprints go into the assertion's x5t#S256 and x5t
+	// headers.
 	ClientCertFile string
 	// AssertionAudience is the assertion's aud. Empty: TokenURL.
 	AssertionAudience string
