@@ -167,3 +167,48 @@ func TestCallbackClientRejected(t *testing.T) {
 		t.Fatalf("second callback: %d, %d token requests", resp.StatusCode, calls.Load())
 	}
 }
+
+// TestReadmeMicrosoftCredentials loads each Caddyfile snippet of the
+// README's "Certificates and federated credentials" section, as printed,
+// with its files made in a temporary directory.
+func TestReadmeMicrosoftCredentials(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	start := strings.Index(readme, "### Certificates and federated credentials")
+	if start < 0 {
+		t.Fatal("the README's section is gone; update this test")
+	}
+	section := readme[start:]
+	if end := strings.Index(section[4:], "\n## "); end >= 0 {
+		section = section[:end+4]
+	}
+	dir := t.TempDir()
+	key, cert := writeKeyPair(t, dir, "graph")
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("a.b.c\n"), 0o600)
+	files := strings.NewReplacer("/run/secrets/graph-key.pem", key, "/run/secrets/graph-cert.pem", cert,
+		"/run/secrets/graph-transit-cert.pem", cert, "/var/run/secrets/azure/tokens/azure-identity-token", token)
+	t.Setenv("MS_TENANT_ID", "contoso.onmicrosoft.com")
+	t.Setenv("MS_CLIENT_ID", "00000000-0000-0000-0000-000000000001")
+	n := 0
+	for rest := section; ; n++ {
+		i := strings.Index(rest, "```caddyfile\n")
+		if i < 0 {
+			break
+		}
+		rest = rest[i+len("```caddyfile\n"):]
+		j := strings.Index(rest, "```")
+		snippet := files.Replace(rest[:j])
+		rest = rest[j:]
+		src := global("public_url https://connect.example.com\nstore vault {\naddress http://127.0.0.1:1\ntoken t\n}\n" + snippet)
+		if err := load(src); err != nil {
+			t.Errorf("snippet %d:\n%s\n%v", n+1, snippet, err)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d Caddyfile snippets in the section, want 3", n)
+	}
+}

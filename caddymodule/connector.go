@@ -90,9 +90,10 @@ type Connector struct {
 	// key's RFC 7638 JWK thumbprint (SHA-256, base64url).
 	ClientKeyID string `json:"client_key_id,omitempty"`
 
-	// ClientCertFile is the PEM certificate of a client_key file; the
-	// assertion's header then carries its x5t#S256 and x5t thumbprints
-	// (Microsoft Entra finds the key by them). It must match the key.
+	// ClientCertFile is the PEM certificate of the client_key (a file or
+	// a Vault Transit key); the assertion's header then carries its
+	// x5t#S256 and x5t thumbprints (Microsoft Entra finds the key by
+	// them). It must match the key, and is read again when it changes.
 	ClientCertFile string `json:"client_cert_file,omitempty"`
 
 	// AssertionAudience is the aud of private_key_jwt assertions.
