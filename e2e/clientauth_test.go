@@ -298,6 +298,7 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 			auth_style private_key_jwt
 			client_key file `+keyFile+`
 			assertion_audience `+h.PublicURL+`/oauth2/token
+			revocation_url `+rec.URL+`/oauth2/revoke
 			scopes openid offline_access
 			refresh_cooldown 2s
 		}`, up.URL)
@@ -329,10 +330,10 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
+	replayed, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "jti_known") {
-		t.Fatalf("a replayed assertion: %d %s", resp.StatusCode, b)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(replayed), "jti_known") {
+		t.Fatalf("a replayed assertion: %d %s", resp.StatusCode, replayed)
 	}
 
 	// Rotation to the second registered key: no restart.
@@ -370,7 +371,17 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 	if n := rec.count("authorization_code", 0); n != 1 {
 		t.Fatalf("%d code exchanges: somebody had to authorize again", n)
 	}
-	t.Logf("%d token requests, each with its own jti", len(rec.records()))
+	// Disconnecting revokes the grant, the revocation authenticated by an
+	// assertion too (RFC 7009 requests carry no grant_type).
+	resp, b := newBrowser().do(t, "DELETE", s.base+"/oauth/connectors/demo", "", "")
+	if resp.StatusCode != 200 || !strings.Contains(b, `"revoked":true`) {
+		t.Fatalf("disconnect: %d %s", resp.StatusCode, b)
+	}
+	if last := rec.last(t); last.form.Get("token") == "" || last.status != 200 {
+		t.Fatalf("the revocation request: %d", last.status)
+	}
+	rec.checkAssertions(t)
+	t.Logf("%d token and revocation requests, each with its own jti", len(rec.records()))
 }
 
 // TestPrivateKeyJWTVaultTransit: a connector whose key is a Vault Transit
