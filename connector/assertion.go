@@ -166,7 +166,7 @@ func (o *opaque) Algs() []jose.SignatureAlgorithm {
 }
 
 func (o *opaque) SignPayload(payload []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
-	sig, err := o.s.Sign(o.ctx, string(alg), payload)
+	sig, err := o.s.Sign(o.ctx, o.pub.Key, string(alg), payload)
 	if err != nil {
 		return nil, classifyRemote(fmt.Errorf("client_key: signing: %w", err))
 	}

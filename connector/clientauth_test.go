@@ -369,7 +369,10 @@ func (s *localSigner) Public(context.Context) (crypto.PublicKey, error) {
 	return &s.key.PublicKey, nil
 }
 
-func (s *localSigner) Sign(_ context.Context, alg string, input []byte) ([]byte, error) {
+func (s *localSigner) Sign(_ context.Context, pub crypto.PublicKey, alg string, input []byte) ([]byte, error) {
+	if !s.key.PublicKey.Equal(pub) {
+		return nil, errors.New("not this key")
+	}
 	h := sha256.Sum256(input)
 	if alg == "PS256" {
 		return rsa.SignPSS(rand.Reader, s.key, crypto.SHA256, h[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})

@@ -23,9 +23,12 @@ type Signer interface {
 	// Public returns the public key of the key that Sign signs with now.
 	Public(ctx context.Context) (crypto.PublicKey, error)
 	// Sign signs a JWS signing input (RFC 7515 section 5.1) with alg
-	// ("RS256", "PS256" or "ES256") and returns the JWS signature: for
-	// ES256 the 64 bytes R || S of RFC 7518 section 3.4.
-	Sign(ctx context.Context, alg string, signingInput []byte) ([]byte, error)
+	// ("RS256", "PS256" or "ES256") and the key whose public half is pub
+	// (as Public returned it, so that the assertion's kid names the key
+	// that signed it even while the key is being rotated), and returns
+	// the JWS signature: for ES256 the 64 bytes R || S of RFC 7518
+	// section 3.4.
+	Sign(ctx context.Context, pub crypto.PublicKey, alg string, signingInput []byte) ([]byte, error)
 }
 
 // keySource is where an assertion's signing key comes from: a PEM file, or

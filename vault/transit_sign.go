@@ -31,10 +31,10 @@ type TransitSigner struct {
 	mount, key string
 	now        func() time.Time
 
-	mu      sync.Mutex
-	pub     crypto.PublicKey
-	version int
-	fetched time.Time
+	mu       sync.Mutex
+	pub      crypto.PublicKey
+	versions map[int]crypto.PublicKey // every version's public key, as last read
+	fetched  time.Time
 }
 
 // transitKeyTTL is how long the key's public half is used before Vault is
@@ -78,30 +78,46 @@ func (t *TransitSigner) Public(ctx context.Context) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("vault transit: %s: latest_version: %w", t.Name(), err)
 	}
 	keys, _ := sec.Data["keys"].(map[string]any)
-	entry, _ := keys[strconv.Itoa(version)].(map[string]any)
-	pemText, _ := entry["public_key"].(string)
-	block, _ := pem.Decode([]byte(pemText))
-	if block == nil {
+	versions := make(map[int]crypto.PublicKey, len(keys))
+	for v, e := range keys {
+		n, err := strconv.Atoi(v)
+		entry, _ := e.(map[string]any)
+		pemText, _ := entry["public_key"].(string)
+		block, _ := pem.Decode([]byte(pemText))
+		if err != nil || block == nil {
+			continue
+		}
+		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("vault transit: %s: public key of version %d: %w", t.Name(), n, err)
+		}
+		versions[n] = pub
+	}
+	pub := versions[version]
+	if pub == nil {
 		// Symmetric keys (aes256-gcm96, the default type) have none.
 		return nil, &responseError{status: 400, messages: []string{fmt.Sprintf("transit key %s (type %v) has no public key; create it with type rsa-2048 (or rsa-3072, rsa-4096, ecdsa-p256)", t.Name(), sec.Data["type"])}}
 	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("vault transit: %s: public key: %w", t.Name(), err)
-	}
-	t.pub, t.version, t.fetched = pub, version, t.now()
+	t.pub, t.versions, t.fetched = pub, versions, t.now()
 	return pub, nil
 }
 
 // Sign signs a JWS signing input with alg (RS256: PKCS #1 v1.5, PS256:
 // PSS with a salt as long as the hash, as RFC 7518 section 3.5 requires;
-// ES256: R || S) and SHA-256, with the key version Public last returned.
-func (t *TransitSigner) Sign(ctx context.Context, alg string, input []byte) ([]byte, error) {
+// ES256: R || S) and SHA-256, with the key version whose public key is pub
+// (one that Public returned), so that a rotation between Public and Sign
+// does not sign with a key the assertion's kid does not name.
+func (t *TransitSigner) Sign(ctx context.Context, pub crypto.PublicKey, alg string, input []byte) ([]byte, error) {
+	version := 0
 	t.mu.Lock()
-	version, pub := t.version, t.pub
+	for v, p := range t.versions {
+		if k, ok := p.(interface{ Equal(crypto.PublicKey) bool }); ok && k.Equal(pub) {
+			version = v
+		}
+	}
 	t.mu.Unlock()
-	if pub == nil {
-		return nil, errors.New("vault transit: Sign before Public")
+	if version == 0 {
+		return nil, fmt.Errorf("vault transit: %s has no version with this public key (call Public first)", t.Name())
 	}
 	data := map[string]any{
 		"input":          base64.StdEncoding.EncodeToString(input),

@@ -77,7 +77,7 @@ func TestTransitSigner(t *testing.T) {
 			t.Fatalf("%s: %v", tt.typ, err)
 		}
 		input := []byte("eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJjIn0")
-		sig, err := s.Sign(ctx, tt.alg, input)
+		sig, err := s.Sign(ctx, pub, tt.alg, input)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.alg, err)
 		}
@@ -119,5 +119,43 @@ func TestTransitSignerSymmetricKey(t *testing.T) {
 	var sc interface{ StatusCode() int }
 	if err == nil || !errors.As(err, &sc) || sc.StatusCode() != 400 || !strings.Contains(err.Error(), "rsa-2048") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestTransitSignerRotation: after the Transit key is rotated, Public
+// gives the new version's key once its cache time is over, and a
+// signature asked for with the previous public key (an assertion whose kid
+// names it) is still made with the previous version.
+func TestTransitSignerRotation(t *testing.T) {
+	ctx := context.Background()
+	mount, bound := transitWorld(t, "graph-app", map[string]string{"graph-app": "rsa-2048"})
+	s, _ := bound.NewTransitSigner(mount, "graph-app")
+	v1, err := s.Public(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testservices.Vault(t)
+	root, _ := New(Config{Address: env.Addr, Token: env.Token})
+	if _, err := root.Client().Logical().Write(mount+"/keys/graph-app/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Public(ctx); !again.(*rsa.PublicKey).Equal(v1) {
+		t.Fatal("the public key changed before its cache time was over")
+	}
+	s.now = func() time.Time { return time.Now().Add(2 * transitKeyTTL) }
+	v2, err := s.Public(ctx)
+	if err != nil || v2.(*rsa.PublicKey).Equal(v1) {
+		t.Fatalf("after rotation: %v, same key %t", err, err == nil && v2.(*rsa.PublicKey).Equal(v1))
+	}
+	input := []byte("header.claims")
+	h := sha256.Sum256(input)
+	for _, pub := range []crypto.PublicKey{v1, v2} {
+		sig, err := s.Sign(ctx, pub, "RS256", input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), crypto.SHA256, h[:], sig); err != nil {
+			t.Fatalf("signed with another version than asked: %v", err)
+		}
 	}
 }
