@@ -26,6 +26,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"golang.org/x/oauth2/clientcredentials"
 )
 
 // recorder is the base transport of the connector under test: it keeps
@@ -481,5 +482,31 @@ func TestPrivateKeyJWTSignerCertificate(t *testing.T) {
 	}
 	if len(rec.forms) != n {
 		t.Fatal("a request was sent")
+	}
+}
+
+// TestClientAuthOtherGrants: a grant made with x/oauth2's clientcredentials
+// package through the connector's HTTP client and endpoint (as the other
+// grants are) is authenticated by the same layer: the assertion is added,
+// no secret is sent, and the grant's own parameters stay.
+func TestClientAuthOtherGrants(t *testing.T) {
+	s := &localSigner{key: rsaKey(t)}
+	cfg := keyConfig("")
+	cfg.ClientKeySigner = s
+	rec := &recorder{}
+	c, err := New(cfg, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := clientcredentials.Config{ClientID: c.oauth.ClientID, ClientSecret: c.oauth.ClientSecret, TokenURL: c.oauth.Endpoint.TokenURL,
+		AuthStyle: c.oauth.Endpoint.AuthStyle, Scopes: []string{"https://graph.microsoft.com/.default"},
+		EndpointParams: url.Values{"requested_token_use": {"on_behalf_of"}}}
+	if _, err := cc.Token(c.ctx(context.Background())); err != nil {
+		t.Fatal(err)
+	}
+	form, auth := rec.last(t)
+	verify(t, form, auth, &s.key.PublicKey, "RS256", "https://as.example/token")
+	if form.Get("grant_type") != "client_credentials" || form.Get("requested_token_use") != "on_behalf_of" || form.Get("scope") == "" {
+		t.Fatalf("form %v", form)
 	}
 }
