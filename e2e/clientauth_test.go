@@ -215,6 +215,10 @@ func writeFile(t *testing.T, path string, b []byte) {
 
 const clientAuthCaddyfile = `{
 	admin localhost:2999
+	log {
+		output file %[5]s
+		level DEBUG
+	}
 	oauthconn {
 		public_url http://localhost:9080
 		store vault {
@@ -236,22 +240,52 @@ http://localhost:9080 {
 `
 
 // startClientAuthSidecar starts Caddy (caddytest rewrites paths ending in
-// .key or .crt, so key files are named .pem) with the given connectors, its
+// .key or .crt, so key files are named .pem), logging at debug level to a
+// file that checkLogs reads with the given connectors, its
 // Vault store using token (empty: the root token) under prefix.
-func startClientAuthSidecar(t *testing.T, token, prefix, connectors, upstream string) *sidecar {
+func startClientAuthSidecar(t *testing.T, token, prefix, connectors, upstream string) (s *sidecar, logFile string) {
 	t.Helper()
 	env := testservices.Vault(t)
 	if token == "" {
 		token = env.Token
 	}
+	logFile = filepath.Join(t.TempDir(), "caddy.log")
 	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(clientAuthCaddyfile, token, prefix, connectors, upstream), "caddyfile")
+	tester.InitServer(fmt.Sprintf(clientAuthCaddyfile, token, prefix, connectors, upstream, logFile), "caddyfile")
 	vc, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	vc.SetToken(env.Token)
-	return &sidecar{base: "http://localhost:9080", prefix: prefix, vault: vc}
+	return &sidecar{base: "http://localhost:9080", prefix: prefix, vault: vc}, logFile
+}
+
+// checkLogs checks that no secret (an assertion, a signature, a key's
+// base64) is in what Caddy logged so far.
+func checkLogs(t *testing.T, logFile string, secrets ...string) {
+	t.Helper()
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) == 0 {
+		t.Fatal("nothing was logged")
+	}
+	for _, sec := range secrets {
+		if sec != "" && bytes.Contains(b, []byte(sec)) {
+			t.Fatalf("the log holds a secret (%d bytes)", len(sec))
+		}
+	}
+}
+
+// assertionSecrets returns the recorded assertions and their signatures.
+func (r *tokenRecorder) assertionSecrets() []string {
+	var out []string
+	for _, rec := range r.records() {
+		a := rec.form.Get("client_assertion")
+		out = append(out, a, a[strings.LastIndex(a, ".")+1:])
+	}
+	return out
 }
 
 // afterExpiry waits until the stored access token of connector demo has
@@ -291,7 +325,7 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 	writeKey(t, keyFile, k1)
 	// The proxy reaches Hydra through the recorder, so the assertion's
 	// audience must be named: Hydra accepts only its own token URL.
-	s := startClientAuthSidecar(t, "", "e2e-pkjwt-"+hydradev.RandomHex(6), `connector demo {
+	s, logFile := startClientAuthSidecar(t, "", "e2e-pkjwt-"+hydradev.RandomHex(6), `connector demo {
 			authorization_url `+h.PublicURL+`/oauth2/auth
 			token_url `+rec.URL+`/oauth2/token
 			client_id `+clientID+`
@@ -381,6 +415,12 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 		t.Fatalf("the revocation request: %d", last.status)
 	}
 	rec.checkAssertions(t)
+	var keys []string
+	for _, k := range []*rsa.PrivateKey{k1, k2, unknown} {
+		der, _ := x509.MarshalPKCS8PrivateKey(k)
+		keys = append(keys, base64.StdEncoding.EncodeToString(der)[40:100])
+	}
+	checkLogs(t, logFile, append(rec.assertionSecrets(), keys...)...)
 	t.Logf("%d token and revocation requests, each with its own jti", len(rec.records()))
 }
 
@@ -445,7 +485,7 @@ func TestPrivateKeyJWTVaultTransit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startClientAuthSidecar(t, tok.Auth.ClientToken, "caddy-oauthconn/e2e-transit-"+id, `connector demo {
+	s, logFile := startClientAuthSidecar(t, tok.Auth.ClientToken, "caddy-oauthconn/e2e-transit-"+id, `connector demo {
 			authorization_url `+h.PublicURL+`/oauth2/auth
 			token_url `+h.PublicURL+`/oauth2/token
 			client_id `+good+`
@@ -499,6 +539,7 @@ func TestPrivateKeyJWTVaultTransit(t *testing.T) {
 	if strings.Count(status, `"status":"authorization_required"`) != 2 {
 		t.Fatalf("status: %s", status)
 	}
+	checkLogs(t, logFile, tok.Auth.ClientToken)
 }
 
 // federatedIssuer plays the workload's identity provider (Kubernetes'
@@ -553,7 +594,7 @@ func TestClientAssertionFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "azure-identity-token")
 	write := func(a string) string { writeFile(t, file, []byte(a+"\n")); return a }
 	first := write(iss.assertion(t, time.Now(), 5*time.Minute))
-	s := startClientAuthSidecar(t, "", "e2e-assertion-"+hydradev.RandomHex(6), `connector demo {
+	s, logFile := startClientAuthSidecar(t, "", "e2e-assertion-"+hydradev.RandomHex(6), `connector demo {
 			authorization_url `+h.PublicURL+`/oauth2/auth
 			token_url `+rec.URL+`/oauth2/token
 			client_id `+iss.clientID+`
@@ -614,4 +655,5 @@ func TestClientAssertionFile(t *testing.T) {
 	if n := rec.count("authorization_code", 0); n != 1 {
 		t.Fatalf("%d code exchanges", n)
 	}
+	checkLogs(t, logFile, rec.assertionSecrets()...)
 }
