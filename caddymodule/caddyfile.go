@@ -72,7 +72,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			client_id           <id>
 //			client_secret       <secret>
 //			scopes              <scope...>
-//			auth_style          basic|post
+//			auth_style          basic|post|private_key_jwt|client_assertion
+//			client_key          file <path> | vault_transit <key> [<mount>]
+//			client_key_id       <kid>
+//			client_cert_file    <path>
+//			assertion_audience  <url>
+//			client_assertion_file <path>
 //			redirect_uri        <url>
 //			pkce                on|off
 //			refresh_margin      <duration>
@@ -257,9 +262,23 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			}
 		case "auth_style":
 			err = oneArg(d, &c.AuthStyle)
-			if err == nil && c.AuthStyle != "basic" && c.AuthStyle != "post" {
-				err = d.Errf("connector %s: auth_style must be basic or post, got %q", name, c.AuthStyle)
+			switch c.AuthStyle {
+			case "basic", "post", "private_key_jwt", "client_assertion":
+			default:
+				if err == nil {
+					err = d.Errf("connector %s: auth_style must be basic, post, private_key_jwt or client_assertion, got %q", name, c.AuthStyle)
+				}
 			}
+		case "client_key":
+			c.ClientKey, err = unmarshalClientKey(d, name)
+		case "client_key_id":
+			err = oneArg(d, &c.ClientKeyID)
+		case "client_cert_file":
+			err = oneArg(d, &c.ClientCertFile)
+		case "assertion_audience":
+			err = oneArg(d, &c.AssertionAudience)
+		case "client_assertion_file":
+			err = oneArg(d, &c.ClientAssertionFile)
 		case "pkce":
 			var v string
 			if err = oneArg(d, &v); err == nil {
@@ -320,6 +339,23 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 		}
 	}
 	return nil
+}
+
+// unmarshalClientKey reads client_key file <path> or client_key
+// vault_transit <key> [<mount>].
+func unmarshalClientKey(d *caddyfile.Dispenser, name string) (*ClientKey, error) {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 2 && args[0] == "file":
+		return &ClientKey{File: args[1]}, nil
+	case (len(args) == 2 || len(args) == 3) && args[0] == "vault_transit":
+		k := &TransitKey{Key: args[1]}
+		if len(args) == 3 {
+			k.Mount = args[2]
+		}
+		return &ClientKey{VaultTransit: k}, nil
+	}
+	return nil, d.Errf("connector %s: client_key takes file <path> or vault_transit <key> [<mount>]", name)
 }
 
 // UnmarshalCaddyfile sets up the Vault store:

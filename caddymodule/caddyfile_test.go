@@ -62,7 +62,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"argument on oauthconn", "{\n\toauthconn x {\n\t}\n}\n", "wrong argument count"},
 		{"duplicate connector", global("connector a {\n}\nconnector a {\n}"), "connector a is defined twice"},
 		{"unknown provider", global("connector a {\nprovider github\n}"), `connector a: unknown provider "github"`},
-		{"bad auth_style", global("connector a {\nauth_style auto\n}"), `connector a: auth_style must be basic or post, got "auto"`},
+		{"bad auth_style", global("connector a {\nauth_style auto\n}"), `connector a: auth_style must be basic, post, private_key_jwt or client_assertion, got "auto"`},
 		{"bad pkce", global("connector a {\npkce maybe\n}"), "pkce must be on or off"},
 		{"unknown connector option", global("connector a {\nclient_idd x\n}"), `connector a: unrecognized option "client_idd"`},
 		{"bad duration", global("connector a {\nrefresh_margin soon\n}"), `bad duration "soon"`},

@@ -369,6 +369,19 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		// Only the status and the RFC 6749 code are logged, never the
 		// body, which may echo the code.
 		var pe *connector.ProviderError
+		if connector.ClassOf(err) == connector.ClientRejected {
+			// The provider refuses the client (its secret, key or
+			// assertion), or the client could not make its assertion:
+			// starting again cannot help until the configuration is
+			// fixed. The error carries no secret.
+			code := ""
+			if errors.As(err, &pe) {
+				code = pe.Code
+			}
+			log.Error("the provider refuses the connector's client authentication; fix the connector's configuration", zap.Error(err))
+			fail(http.StatusServiceUnavailable, "The provider refused this connector's client credentials (its secret, key or assertion), so the connection could not be finished. An administrator must fix the connector's configuration; then start the connection again.", code, "client_rejected")
+			return
+		}
 		if errors.As(err, &pe) {
 			log.Warn("the provider refused the authorization code", zap.Int("status", pe.Status), zap.String("error", pe.Code))
 			fail(http.StatusBadRequest, "The provider refused to exchange the authorization code. Start the connection again.", pe.Code, "exchange_refused")

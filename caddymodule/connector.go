@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
+	"github.com/caddy-oauthconn/caddy-oauthconn/vault"
 )
 
 // Connector is one OAuth 2.0 client registration. String fields may hold
@@ -74,10 +75,36 @@ type Connector struct {
 	Scopes []string `json:"scopes,omitempty"`
 
 	// AuthStyle is how the client authenticates at the token endpoint:
-	// "basic" (client_secret_basic) or "post" (client_secret_post). It is
-	// never auto-detected, so an authorization code is never sent twice.
-	// Default: basic; microsoft: post; notion: always basic.
+	// "basic" (client_secret_basic), "post" (client_secret_post),
+	// "private_key_jwt" (a JWT signed with ClientKey, RFC 7523) or
+	// "client_assertion" (the JWT in ClientAssertionFile, for workload
+	// identity federation). It is never auto-detected, so an
+	// authorization code is never sent twice. Default: basic; microsoft:
+	// post; notion: always basic.
 	AuthStyle string `json:"auth_style,omitempty"`
+
+	// ClientKey is the private key that signs private_key_jwt assertions:
+	// a PEM file, or a Vault Transit key (which needs the Vault store).
+	ClientKey *ClientKey `json:"client_key,omitempty"`
+
+	// ClientKeyID is the kid of private_key_jwt assertions. Default: the
+	// key's RFC 7638 JWK thumbprint (SHA-256, base64url).
+	ClientKeyID string `json:"client_key_id,omitempty"`
+
+	// ClientCertFile is the PEM certificate of the client_key (a file or
+	// a Vault Transit key); the assertion's header then carries its
+	// x5t#S256 and x5t thumbprints (Microsoft Entra finds the key by
+	// them). It must match the key, and is read again when it changes.
+	ClientCertFile string `json:"client_cert_file,omitempty"`
+
+	// AssertionAudience is the aud of private_key_jwt assertions.
+	// Default: the token URL.
+	AssertionAudience string `json:"assertion_audience,omitempty"`
+
+	// ClientAssertionFile holds the client assertion of auth_style
+	// client_assertion, such as a projected Kubernetes service account
+	// token; it is read on every token request.
+	ClientAssertionFile string `json:"client_assertion_file,omitempty"`
 
 	// RedirectURI overrides the callback URL registered with the
 	// provider. Default: {public_url}{base_path}/callback.
@@ -187,6 +214,9 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 		AuthParams:    expandMap(c.AuthorizationParams, exp),
 		TokenHeaders:  expandMap(c.TokenHeaders, exp),
 	}
+	if err := c.clientAuth(&cfg, a, exp); err != nil {
+		return err
+	}
 	for _, s := range c.Scopes {
 		if s = exp(s); s != "" {
 			cfg.Scopes = append(cfg.Scopes, s)
@@ -238,6 +268,61 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 		return err
 	}
 	c.conn = conn
+	return nil
+}
+
+// ClientKey is where a private_key_jwt signing key is: set one field.
+type ClientKey struct {
+	// File is a PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC), read
+	// again when it changes, so that a rotated key needs no restart.
+	File string `json:"file,omitempty"`
+
+	// VaultTransit is a Transit key that signs in Vault: the private key
+	// never leaves it.
+	VaultTransit *TransitKey `json:"vault_transit,omitempty"`
+}
+
+// TransitKey names a Vault Transit signing key (type rsa-2048, rsa-3072,
+// rsa-4096 or ecdsa-p256). The store's token needs update on
+// <mount>/sign/<key> and read on <mount>/keys/<key>.
+type TransitKey struct {
+	// Key is the Transit key's name.
+	Key string `json:"key"`
+
+	// Mount is where Transit is mounted. Default: transit.
+	Mount string `json:"mount,omitempty"`
+}
+
+// clientAuth copies the client authentication settings into cfg; a Vault
+// Transit key gets a signer on the store's Vault client (no request is
+// made here).
+func (c *Connector) clientAuth(cfg *connector.Config, a *App, exp func(string) string) error {
+	cfg.ClientKeyID = exp(c.ClientKeyID)
+	cfg.ClientCertFile = exp(c.ClientCertFile)
+	cfg.AssertionAudience = exp(c.AssertionAudience)
+	cfg.ClientAssertionFile = exp(c.ClientAssertionFile)
+	k := c.ClientKey
+	if k == nil {
+		return nil
+	}
+	switch {
+	case k.File != "" && k.VaultTransit != nil:
+		return fmt.Errorf("connector %s: client_key takes a file or a vault_transit key, not both", c.name)
+	case k.File != "":
+		cfg.ClientKeyFile = exp(k.File)
+	case k.VaultTransit != nil:
+		vs, ok := a.rawStore.(*vault.Store)
+		if !ok {
+			return fmt.Errorf("connector %s: client_key vault_transit needs the Vault store (store vault { … }); the store is %s", c.name, a.rawStore.Location())
+		}
+		signer, err := vs.NewTransitSigner(exp(k.VaultTransit.Mount), exp(k.VaultTransit.Key))
+		if err != nil {
+			return fmt.Errorf("connector %s: client_key: %w", c.name, err)
+		}
+		cfg.ClientKeySigner = signer
+	default:
+		return fmt.Errorf("connector %s: client_key needs a file or a vault_transit key", c.name)
+	}
 	return nil
 }
 

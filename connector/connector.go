@@ -88,6 +88,25 @@ type Config struct {
 	// the client handles claims challenges, so resources may apply
 	// Continuous Access Evaluation to its tokens).
 	ClientCapabilities []string
+
+	// ClientKeyFile is the PEM private key that signs private_key_jwt
+	// assertions; it is read again when it changes.
+	ClientKeyFile string
+	// ClientKeySigner signs private_key_jwt assertions with a key kept
+	// elsewhere (Vault Transit), instead of ClientKeyFile.
+	ClientKeySigner Signer
+	// ClientKeyID is the assertion's kid. Empty: the key's RFC 7638
+	// thumbprint.
+	ClientKeyID string
+	// ClientCertFile is the PEM certificate of the client key (file or
+	// signer); its thumbprints go into the assertion's x5t#S256 and x5t
+	// headers.
+	ClientCertFile string
+	// AssertionAudience is the assertion's aud. Empty: TokenURL.
+	AssertionAudience string
+	// ClientAssertionFile holds the assertion of auth style
+	// client_assertion, read on every token request.
+	ClientAssertionFile string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -110,10 +129,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("connector %s: %s must not have a fragment", c.Name, field)
 		}
 	}
-	switch c.AuthStyle {
-	case AuthBasic, AuthPost:
-	default:
-		return fmt.Errorf("connector %s: auth_style must be basic or post, got %q", c.Name, c.AuthStyle)
+	if err := c.validateClientAuth(); err != nil {
+		return err
 	}
 	switch c.TokenBody {
 	case "", BodyForm, BodyJSON:
@@ -144,12 +161,19 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	style := oauth2.AuthStyleInHeader
-	if cfg.AuthStyle == AuthPost {
+	if cfg.AuthStyle == AuthPost || cfg.AuthStyle.usesAssertion() {
+		// The assertion styles send client_id in the body, and the
+		// client authentication layer adds the assertion.
 		style = oauth2.AuthStyleInParams
 	}
 	rt := base
 	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON || cfg.Resource != "" {
 		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON, resource: cfg.Resource}
+	}
+	if ca, err := newClientAuth(cfg, rt); err != nil {
+		return nil, err
+	} else if ca != nil {
+		rt = ca
 	}
 	return &Connector{
 		cfg: cfg,
@@ -330,6 +354,9 @@ func (c *Connector) wrap(op string, err error) error {
 			pe.Status = re.Response.StatusCode
 			pe.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		}
+		if assertionRefused(c.cfg.AuthStyle, pe) {
+			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrClientRejected, pe)
+		}
 		switch pe.Classify() {
 		case GrantRejected:
 			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrGrantRejected, pe)
@@ -337,6 +364,15 @@ func (c *Connector) wrap(op string, err error) error {
 			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrClientRejected, pe)
 		}
 		return fmt.Errorf("connector %s: %s: %w", c.cfg.Name, op, pe)
+	}
+	var ae *assertionError
+	if errors.As(err, &ae) {
+		// The client could not authenticate itself (a key file gone, a
+		// signer refusing): no request reached the provider.
+		if ae.permanent {
+			return fmt.Errorf("connector %s: %s: %w: %w", c.cfg.Name, op, ErrClientRejected, ae)
+		}
+		return fmt.Errorf("connector %s: %s: %w", c.cfg.Name, op, ae)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -101,7 +101,7 @@ func TestValidate(t *testing.T) {
 		{"no client id", func(c *Config) { c.ClientID = "" }, "connector c: client_id is required"},
 		{"relative token url", func(c *Config) { c.TokenURL = "/token" }, "connector c: token_url must be an absolute http(s) URL"},
 		{"ftp auth url", func(c *Config) { c.AuthURL = "ftp://as/a" }, "connector c: authorization_url must be an absolute http(s) URL"},
-		{"bad auth style", func(c *Config) { c.AuthStyle = "auto" }, `connector c: auth_style must be basic or post, got "auto"`},
+		{"bad auth style", func(c *Config) { c.AuthStyle = "auto" }, `connector c: auth_style must be basic, post, private_key_jwt or client_assertion, got "auto"`},
 		{"redirect with fragment", func(c *Config) { c.RedirectURL = "https://me/cb#x" }, "redirect_uri must not have a fragment"},
 	}
 	for _, tt := range tests {
