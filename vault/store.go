@@ -26,6 +26,13 @@ import (
 type Config struct {
 	// Address is Vault's URL. Empty: VAULT_ADDR, then Vault's default.
 	Address string
+	// Addresses are more URLs of the same Vault cluster (other nodes, or
+	// other load balancers), tried in order after Address when the node
+	// in use cannot be reached or cannot serve (sealed, or a standby
+	// with no active node to forward to); the store then sticks to the
+	// address that answered. Any node of a cluster serves every request:
+	// standbys forward them to the active node.
+	Addresses []string
 	// Token is the Vault token. Empty: VAULT_TOKEN.
 	Token string
 	// Mount is the KV v2 mount path. Empty: "secret".
@@ -73,6 +80,7 @@ const DefaultMaxRetries = 1
 type Store struct {
 	auth        Auth
 	client      *api.Client
+	failover    *failover // nil with a single address
 	kv          *api.KVv2
 	mount       string
 	prefix      string
@@ -124,6 +132,17 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault: creating client: %w", err)
 	}
+	s := &Store{auth: cfg.Auth, client: client}
+	if len(cfg.Addresses) > 0 {
+		addrs, err := parseAddresses(append([]string{vc.Address}, cfg.Addresses...))
+		if err != nil {
+			return nil, err
+		}
+		// The client builds every request for the first address; the
+		// transport sends it to the address in use.
+		s.failover = &failover{next: vc.HttpClient.Transport, addrs: addrs, log: s.logger}
+		vc.HttpClient.Transport = s.failover
+	}
 	if cfg.Token != "" {
 		client.SetToken(cfg.Token)
 	}
@@ -142,7 +161,8 @@ func New(cfg Config) (*Store, error) {
 		// Until the first login, no token: not VAULT_TOKEN's.
 		client.ClearToken()
 	}
-	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix, maxVersions: maxVersions}, nil
+	s.kv, s.mount, s.prefix, s.maxVersions = client.KVv2(mount), mount, prefix, maxVersions
+	return s, nil
 }
 
 func (s *Store) logger() *zap.Logger {
@@ -155,11 +175,22 @@ func (s *Store) logger() *zap.Logger {
 // Client returns the underlying Vault client.
 func (s *Store) Client() *api.Client { return s.client }
 
-// Address returns the Vault address the store talks to.
-func (s *Store) Address() string { return s.client.Address() }
+// Address returns the Vault address the store talks to; with several, the
+// one in use and all of them.
+func (s *Store) Address() string {
+	if s.failover == nil {
+		return s.client.Address()
+	}
+	all := make([]string, len(s.failover.addrs))
+	for i, a := range s.failover.addrs {
+		all[i] = a.String()
+	}
+	return s.failover.current() + " (of " + strings.Join(all, ", ") + ")"
+}
 
 // Location names the store for humans and for sharing in-memory state between
 // configurations that point at the same records: address, mount and prefix.
+// With several addresses, the first names the cluster.
 func (s *Store) Location() string {
 	return "vault:" + s.client.Address() + "/" + s.mount + "/" + s.prefix
 }

@@ -8,7 +8,13 @@
 // is known.
 //
 // Ports come from OAUTHCONN_PORT_BASE (default 18200, as in
-// scripts/services.sh): base+40 to base+45, which services.sh leaves free.
+// scripts/services.sh), above the ones services.sh takes: a cluster in slot
+// s takes base+40+6s to base+45+6s. Test packages run in parallel, so each
+// package that starts a cluster has a slot of its own:
+//
+//	0  internal/vaultcluster
+//	1  vault
+//	2  e2e
 package vaultcluster
 
 import (
@@ -32,9 +38,17 @@ import (
 // Size is the number of nodes of a cluster.
 const Size = 3
 
-// portOffset is where the cluster's ports start above OAUTHCONN_PORT_BASE:
-// node i (0-based) listens on base+40+2i (API) and base+41+2i (cluster).
+// portOffset is where the clusters' ports start above OAUTHCONN_PORT_BASE:
+// node i (0-based) of slot s listens on base+40+6s+2i (API) and one above
+// (cluster).
 const portOffset = 40
+
+// Slots of the packages that start clusters (see the package comment).
+const (
+	SlotSelf  = 0
+	SlotVault = 1
+	SlotE2E   = 2
+)
 
 // Cluster is a running three-node Vault cluster. Its methods are safe for
 // concurrent use.
@@ -58,10 +72,10 @@ type node struct {
 	exited       chan struct{} // closed once the process has been reaped
 }
 
-// Start starts a cluster and stops it when tb ends. Without $VAULT_BIN the
+// Start starts a cluster on slot's ports and stops it when tb ends. Without $VAULT_BIN the
 // test is skipped, or fails when OAUTHCONN_REQUIRE_SERVICES is set (as
 // scripts/test sets it).
-func Start(tb testing.TB) *Cluster {
+func Start(tb testing.TB, slot int) *Cluster {
 	tb.Helper()
 	bin := os.Getenv("VAULT_BIN")
 	if bin == "" {
@@ -83,8 +97,8 @@ func Start(tb testing.TB) *Cluster {
 	for i := range c.nodes {
 		n := &node{
 			id:      fmt.Sprintf("node%d", i+1),
-			api:     base + portOffset + 2*i,
-			cluster: base + portOffset + 2*i + 1,
+			api:     base + portOffset + 6*slot + 2*i,
+			cluster: base + portOffset + 6*slot + 2*i + 1,
 			dir:     filepath.Join(root, fmt.Sprintf("node%d", i+1)),
 		}
 		n.logPath = filepath.Join(n.dir, "vault.log")

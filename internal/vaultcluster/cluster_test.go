@@ -13,7 +13,7 @@ func TestClusterSurvivesLeaderLoss(t *testing.T) {
 		t.Skip("starts three Vault servers")
 	}
 	start := time.Now()
-	c := Start(t)
+	c := Start(t, SlotSelf)
 	t.Logf("started in %v", time.Since(start))
 	servers, err := c.Configuration()
 	if err != nil {
