@@ -55,6 +55,14 @@ type Config struct {
 	// second. Zero: the VAULT_MAX_RETRIES environment variable if set, else
 	// DefaultMaxRetries. Negative: no retries.
 	MaxRetries int
+	// Encrypt, if set, seals the access and refresh tokens of every
+	// record with Vault's Transit engine, under the key derived for the
+	// record's path (see Transit), so that a reader of the KV path
+	// without Transit's decrypt learns nothing usable. Records written
+	// before are read as they are and sealed on their next write. Each
+	// read and each write of a record holding tokens costs one more
+	// Vault request.
+	Encrypt *Transit
 	// MaxVersions is how many versions of a record Vault keeps; the store
 	// writes it to a record's metadata when it creates the record. Vault
 	// keeps the larger of this and the mount's own max_versions, so it only
@@ -81,6 +89,7 @@ type Store struct {
 	auth        Auth
 	client      *api.Client
 	failover    *failover // nil with a single address
+	sealer      *sealer   // nil without Encrypt
 	kv          *api.KVv2
 	mount       string
 	prefix      string
@@ -162,6 +171,11 @@ func New(cfg Config) (*Store, error) {
 		client.ClearToken()
 	}
 	s.kv, s.mount, s.prefix, s.maxVersions = client.KVv2(mount), mount, prefix, maxVersions
+	if cfg.Encrypt != nil {
+		if s.sealer, err = newSealer(client, cfg.Encrypt); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -197,6 +211,10 @@ func (s *Store) Location() string {
 
 func (s *Store) full(p string) string { return path.Join(s.prefix, p) }
 
+// kvPath is the record's path as Vault's CLI names it (vault kv get
+// <mount>/<prefix>/<p>): the Transit context its tokens are sealed under.
+func (s *Store) kvPath(p string) string { return s.mount + "/" + s.full(p) }
+
 // Get implements kv.Store.
 func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
 	sec, err := s.kv.Get(ctx, s.full(p))
@@ -226,11 +244,26 @@ func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
 		}
 		data[k] = s
 	}
+	if _, sealed := data[sealedMarker]; sealed {
+		if s.sealer == nil {
+			return kv.Entry{}, fmt.Errorf("vault: reading %s: its tokens are sealed with Transit; configure the store's encrypt transit key to read it", p)
+		}
+		if err := s.sealer.unseal(ctx, s.kvPath(p), data); err != nil {
+			return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, err)
+		}
+	}
 	return kv.Entry{Data: data, Version: version}, nil
 }
 
 // Put implements kv.Store with a KV v2 check-and-set write.
 func (s *Store) Put(ctx context.Context, p string, data map[string]string, cas int) (int, error) {
+	if s.sealer != nil {
+		sealed, err := s.sealer.seal(ctx, s.kvPath(p), data)
+		if err != nil {
+			return 0, fmt.Errorf("vault: writing %s: %w", p, err)
+		}
+		data = sealed
+	}
 	m := make(map[string]any, len(data))
 	for k, v := range data {
 		m[k] = v
@@ -397,8 +430,21 @@ var neededCapabilities = []struct {
 // by the first request it fails. p is a record path, relative to the
 // prefix.
 func (s *Store) CheckCapabilities(ctx context.Context, p string) error {
+	type need struct {
+		full string
+		caps []string
+	}
+	var needs []need
 	for _, n := range neededCapabilities {
-		full := s.mount + "/" + n.kind + "/" + s.full(p)
+		needs = append(needs, need{s.mount + "/" + n.kind + "/" + s.full(p), n.caps})
+	}
+	if s.sealer != nil {
+		for _, c := range s.sealer.capabilities() {
+			needs = append(needs, need{c.path, []string{c.caps}})
+		}
+	}
+	for _, n := range needs {
+		full := n.full
 		got, err := s.client.Sys().CapabilitiesSelfWithContext(ctx, full)
 		if err != nil {
 			var re *api.ResponseError
