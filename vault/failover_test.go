@@ -36,9 +36,6 @@ func TestParseAddresses(t *testing.T) {
 // that knows only the killed node's address fails. The restarted node
 // rejoins, and the store keeps using the node that answered.
 func TestFailoverToAnotherNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three Vault servers")
-	}
 	c := vaultcluster.Start(t, vaultcluster.SlotVault)
 	leader := c.Leader()
 	var others []string

@@ -12,9 +12,8 @@
 // s takes base+40+6s to base+45+6s. Test packages run in parallel, so each
 // package that starts a cluster has a slot of its own:
 //
-//	0  internal/vaultcluster
-//	1  vault
-//	2  e2e
+//	0  vault
+//	1  e2e
 package vaultcluster
 
 import (
@@ -45,9 +44,8 @@ const portOffset = 40
 
 // Slots of the packages that start clusters (see the package comment).
 const (
-	SlotSelf  = 0
-	SlotVault = 1
-	SlotE2E   = 2
+	SlotVault = 0
+	SlotE2E   = 1
 )
 
 // Cluster is a running three-node Vault cluster. Its methods are safe for
@@ -72,11 +70,14 @@ type node struct {
 	exited       chan struct{} // closed once the process has been reaped
 }
 
-// Start starts a cluster on slot's ports and stops it when tb ends. Without $VAULT_BIN the
-// test is skipped, or fails when OAUTHCONN_REQUIRE_SERVICES is set (as
-// scripts/test sets it).
+// Start starts a cluster on slot's ports and stops it when tb ends. The
+// test is skipped with -short; without $VAULT_BIN it is skipped too, or
+// fails when OAUTHCONN_REQUIRE_SERVICES is set (as scripts/test sets it).
 func Start(tb testing.TB, slot int) *Cluster {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("starts three Vault servers")
+	}
 	bin := os.Getenv("VAULT_BIN")
 	if bin == "" {
 		if os.Getenv("OAUTHCONN_REQUIRE_SERVICES") != "" {
