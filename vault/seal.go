@@ -45,6 +45,49 @@ type sealer struct {
 
 	mu      sync.Mutex
 	checked bool // the key exists and is derived
+
+	memo sealMemo
+}
+
+// sealMemo remembers, for recently used records, which ciphertext each
+// sealed field's plaintext was last sealed as or unsealed from. A write
+// whose tokens are those the store just read or wrote (the refresh lease
+// is taken with the tokens as they were) reuses their ciphertext, and a
+// read of a record the store wrote or read last decrypts nothing: Transit
+// is asked only for tokens that changed. The tokens are in the proxy's
+// memory anyway, in its token cache. It holds at most memoSize records and
+// forgets one at random beyond that.
+type sealMemo struct {
+	mu sync.Mutex
+	m  map[string]map[string]sealedPair // record path → field → pair
+}
+
+type sealedPair struct{ plain, cipher string }
+
+// memoSize bounds the memo: with Microsoft's tokens (JWTs of up to 2.5 KB,
+// their ciphertext a third longer) about 12 MB at most.
+const memoSize = 1024
+
+func (m *sealMemo) get(path, field string) (sealedPair, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.m[path][field]
+	return p, ok
+}
+
+func (m *sealMemo) put(path string, pairs map[string]sealedPair) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = make(map[string]map[string]sealedPair)
+	}
+	if _, ok := m.m[path]; !ok && len(m.m) >= memoSize {
+		for k := range m.m { // Go's map order: a random record
+			delete(m.m, k)
+			break
+		}
+	}
+	m.m[path] = pairs
 }
 
 func newSealer(client *api.Client, t *Transit) (*sealer, error) {
@@ -95,35 +138,48 @@ func (s *sealer) checkKey(ctx context.Context) error {
 // seal returns data with its sealed fields encrypted and the marker that
 // names them; data itself is left as it was.
 func (s *sealer) seal(ctx context.Context, kvPath string, data map[string]string) (map[string]string, error) {
-	var names []string
+	var names, todo []string
+	pairs := make(map[string]sealedPair, len(sealedFields))
 	for _, f := range sealedFields {
-		if data[f] != "" {
-			names = append(names, f)
+		if data[f] == "" {
+			continue
+		}
+		names = append(names, f)
+		if p, ok := s.memo.get(kvPath, f); ok && p.plain == data[f] {
+			pairs[f] = p
+		} else {
+			todo = append(todo, f)
 		}
 	}
 	if len(names) == 0 {
 		return data, nil
 	}
-	if err := s.checkKey(ctx); err != nil {
-		return nil, err
-	}
-	c := context64(kvPath)
-	in := make([]map[string]any, len(names))
-	for i, f := range names {
-		in[i] = map[string]any{"plaintext": base64.StdEncoding.EncodeToString([]byte(data[f])), "context": c}
-	}
-	out, err := s.batch(ctx, "encrypt", in, "ciphertext")
-	if err != nil {
-		return nil, err
+	if len(todo) > 0 {
+		if err := s.checkKey(ctx); err != nil {
+			return nil, err
+		}
+		c := context64(kvPath)
+		in := make([]map[string]any, len(todo))
+		for i, f := range todo {
+			in[i] = map[string]any{"plaintext": base64.StdEncoding.EncodeToString([]byte(data[f])), "context": c}
+		}
+		out, err := s.batch(ctx, "encrypt", in, "ciphertext")
+		if err != nil {
+			return nil, err
+		}
+		for i, f := range todo {
+			pairs[f] = sealedPair{plain: data[f], cipher: out[i]}
+		}
 	}
 	sealed := make(map[string]string, len(data)+1)
 	for k, v := range data {
 		sealed[k] = v
 	}
-	for i, f := range names {
-		sealed[f] = out[i]
+	for _, f := range names {
+		sealed[f] = pairs[f].cipher
 	}
 	sealed[sealedMarker] = strings.Join(names, " ")
+	s.memo.put(kvPath, pairs)
 	return sealed, nil
 }
 
@@ -135,22 +191,37 @@ func (s *sealer) unseal(ctx context.Context, kvPath string, data map[string]stri
 	if len(names) == 0 {
 		return nil
 	}
-	c := context64(kvPath)
-	in := make([]map[string]any, len(names))
-	for i, f := range names {
-		in[i] = map[string]any{"ciphertext": data[f], "context": c}
-	}
-	out, err := s.batch(ctx, "decrypt", in, "plaintext")
-	if err != nil {
-		return err
-	}
-	for i, f := range names {
-		b, err := base64.StdEncoding.DecodeString(out[i])
-		if err != nil {
-			return fmt.Errorf("vault: transit decrypt of %s: the plaintext is not base64", f)
+	var todo []string
+	pairs := make(map[string]sealedPair, len(names))
+	for _, f := range names {
+		if p, ok := s.memo.get(kvPath, f); ok && p.cipher == data[f] {
+			pairs[f] = p
+		} else {
+			todo = append(todo, f)
 		}
-		data[f] = string(b)
 	}
+	if len(todo) > 0 {
+		c := context64(kvPath)
+		in := make([]map[string]any, len(todo))
+		for i, f := range todo {
+			in[i] = map[string]any{"ciphertext": data[f], "context": c}
+		}
+		out, err := s.batch(ctx, "decrypt", in, "plaintext")
+		if err != nil {
+			return err
+		}
+		for i, f := range todo {
+			b, err := base64.StdEncoding.DecodeString(out[i])
+			if err != nil {
+				return fmt.Errorf("vault: transit decrypt of %s: the plaintext is not base64", f)
+			}
+			pairs[f] = sealedPair{plain: string(b), cipher: data[f]}
+		}
+	}
+	for _, f := range names {
+		data[f] = pairs[f].plain
+	}
+	s.memo.put(kvPath, pairs)
 	return nil
 }
 

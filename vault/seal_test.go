@@ -190,7 +190,8 @@ func TestSealedWithoutDecrypt(t *testing.T) {
 		return sec.Auth.ClientToken
 	}
 	prefix := "caddy-oauthconn/seal-" + hydradev.RandomHex(6)
-	good := openSealed(t, token(kvPolicy, "transit-"+key), key, prefix)
+	goodToken := token(kvPolicy, "transit-"+key)
+	good := openSealed(t, goodToken, key, prefix)
 	bad := openSealed(t, token(kvPolicy, "transit-nodecrypt-"+key), key, prefix)
 	ctx := context.Background()
 	if err := good.CheckCapabilities(ctx, "tokens/demo"); err != nil {
@@ -199,7 +200,8 @@ func TestSealedWithoutDecrypt(t *testing.T) {
 	if _, err := good.Put(ctx, "tokens/demo", map[string]string{"access_token": "at-x", "refresh_token": "rt-x"}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if e, err := good.Get(ctx, "tokens/demo"); err != nil || e.Data["refresh_token"] != "rt-x" {
+	// Another store (with nothing remembered) decrypts through the policy.
+	if e, err := openSealed(t, goodToken, key, prefix).Get(ctx, "tokens/demo"); err != nil || e.Data["refresh_token"] != "rt-x" {
 		t.Fatalf("read through the documented policies: %v", err)
 	}
 	_, err = bad.Get(ctx, "tokens/demo")
@@ -239,9 +241,12 @@ func TestSealKeyErrors(t *testing.T) {
 	}
 }
 
-// TestSealCost counts the Vault requests of a sealing store: one Transit
-// request more per read and per write of a record holding tokens (and one
-// per process to check the key), none for a record without tokens.
+// TestSealCost counts the Vault requests of sealing stores. The replica
+// that refreshes asks Transit once per refresh: its read and its lease
+// write carry the tokens it last read or wrote, whose ciphertext it
+// remembers, and only the new tokens are encrypted. Another replica
+// decrypts once when it reads the changed record, and not again while it
+// is unchanged. A record without tokens costs nothing.
 func TestSealCost(t *testing.T) {
 	env := testservices.Vault(t)
 	root, _ := rootClient(t)
@@ -253,41 +258,73 @@ func TestSealCost(t *testing.T) {
 		return "kv"
 	}
 	p := faultproxy.NewHTTP(t, env.Addr, classify)
-	s, err := New(Config{Address: p.URL, Token: env.Token, Prefix: newPrefix(), Encrypt: &Transit{Key: key}})
-	if err != nil {
-		t.Fatal(err)
+	prefix := newPrefix()
+	open := func() *Store {
+		s, err := New(Config{Address: p.URL, Token: env.Token, Prefix: prefix, Encrypt: &Transit{Key: key}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
+	a, b := open(), open()
 	ctx := context.Background()
-	tok := map[string]string{"access_token": "a", "refresh_token": "r"}
-	v, err := s.Put(ctx, "tokens/demo", tok, 0) // key check + encrypt; write + max_versions
+	v, err := a.Put(ctx, "tokens/demo", map[string]string{"access_token": "a1", "refresh_token": "r1"}, 0) // key check + encrypt
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0, k0 := p.Count("transit"), p.Count("kv")
-	// A refresh as the token engine does it: read, write the lease,
-	// write the new tokens.
-	e, err := s.Get(ctx, "tokens/demo")
-	if err != nil {
+	if _, err := b.Get(ctx, "tokens/demo"); err != nil { // decrypt
 		t.Fatal(err)
 	}
-	if v, err = s.Put(ctx, "tokens/demo", e.Data, v); err != nil {
-		t.Fatal(err)
+	count := func(what string, want int, f func()) {
+		t.Helper()
+		t0, k0 := p.Count("transit"), p.Count("kv")
+		f()
+		if got := p.Count("transit") - t0; got != want {
+			t.Errorf("%s: %d Transit requests, want %d", what, got, want)
+		}
+		t.Logf("%s: %d KV + %d Transit requests", what, p.Count("kv")-k0, p.Count("transit")-t0)
 	}
-	if _, err = s.Put(ctx, "tokens/demo", tok, v); err != nil {
-		t.Fatal(err)
+	count("a refresh (read, lease write, new tokens written)", 1, func() {
+		e, err := a.Get(ctx, "tokens/demo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Data["lease_holder"] = "a"
+		if v, err = a.Put(ctx, "tokens/demo", e.Data, e.Version); err != nil {
+			t.Fatal(err)
+		}
+		if v, err = a.Put(ctx, "tokens/demo", map[string]string{"access_token": "a2", "refresh_token": "r2"}, v); err != nil {
+			t.Fatal(err)
+		}
+	})
+	count("another replica's read of the new tokens", 1, func() {
+		if e, err := b.Get(ctx, "tokens/demo"); err != nil || e.Data["access_token"] != "a2" || e.Data["refresh_token"] != "r2" {
+			t.Fatalf("%v, %v", e.Data, err)
+		}
+	})
+	count("its next read", 0, func() {
+		if e, err := b.Get(ctx, "tokens/demo"); err != nil || e.Data["refresh_token"] != "r2" {
+			t.Fatalf("%v, %v", e.Data, err)
+		}
+	})
+	count("a record without tokens", 0, func() {
+		if _, err := a.Put(ctx, "health/probe", map[string]string{"probe": "x"}, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestSealMemoIsBounded: the memo of recent ciphertexts keeps at most
+// memoSize records.
+func TestSealMemoIsBounded(t *testing.T) {
+	var m sealMemo
+	for i := range memoSize + 10 {
+		m.put(fmt.Sprint(i), map[string]sealedPair{"access_token": {plain: "p", cipher: "c"}})
 	}
-	if got := p.Count("transit") - t0; got != 3 {
-		t.Errorf("transit requests for a read and two writes = %d, want 3", got)
+	if len(m.m) != memoSize {
+		t.Fatalf("memo holds %d records, want %d", len(m.m), memoSize)
 	}
-	if got := p.Count("kv") - k0; got != 3 {
-		t.Errorf("KV requests for a read and two writes = %d, want 3", got)
+	if _, ok := m.get(fmt.Sprint(memoSize+9), "access_token"); !ok {
+		t.Fatal("the last record is not remembered")
 	}
-	t1 := p.Count("transit")
-	if _, err := s.Put(ctx, "health/probe", map[string]string{"probe": "x"}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if got := p.Count("transit") - t1; got != 0 {
-		t.Errorf("a record without tokens cost %d transit requests", got)
-	}
-	t.Logf("a refresh's read, lease write and token write: %d KV + %d Transit requests", 3, 3)
 }
