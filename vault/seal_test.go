@@ -225,6 +225,9 @@ func TestSealKeyErrors(t *testing.T) {
 		notDerived:                         "not a derived key",
 	} {
 		s := openSealed(t, env.Token, key, newPrefix())
+		if err := s.CheckCapabilities(ctx, "tokens/demo"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("key %s: the store's check says %v, want %q", key, err, want)
+		}
 		_, err := s.Put(ctx, "tokens/demo", map[string]string{"access_token": "at-k"}, 0)
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "derived=true") {
 			t.Errorf("key %s: %v, want %q and how to create the key", key, err, want)

@@ -59,9 +59,9 @@ type Config struct {
 	// record with Vault's Transit engine, under the key derived for the
 	// record's path (see Transit), so that a reader of the KV path
 	// without Transit's decrypt learns nothing usable. Records written
-	// before are read as they are and sealed on their next write. Each
-	// read and each write of a record holding tokens costs one more
-	// Vault request.
+	// before are read as they are and sealed on their next write. A read
+	// or write of tokens the store has not just read or written itself
+	// costs one Transit request.
 	Encrypt *Transit
 	// MaxVersions is how many versions of a record Vault keeps; the store
 	// writes it to a record's metadata when it creates the record. Vault
@@ -425,7 +425,8 @@ var neededCapabilities = []struct {
 }
 
 // CheckCapabilities asks Vault (sys/capabilities-self) whether the store's
-// token may do what the store needs on a record below the prefix, so that
+// token may do what the store needs on a record below the prefix (and, when
+// it seals tokens, with the Transit key, which must exist and be derived), so that
 // a token with the wrong policy is reported by what it lacks rather than
 // by the first request it fails. p is a record path, relative to the
 // prefix.
@@ -470,6 +471,11 @@ func (s *Store) CheckCapabilities(ctx context.Context, p string) error {
 			return fmt.Errorf("vault: the token lacks %s on %s (it has: %s); its policy must grant %s",
 				strings.Join(missing, ", "), full, strings.Join(got, ", "), strings.Join(n.caps, ", "))
 		}
+	}
+	if s.sealer != nil {
+		// A missing or non-derived key, found as the store is checked
+		// rather than at the first connection.
+		return s.sealer.checkKey(ctx)
 	}
 	return nil
 }
