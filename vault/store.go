@@ -425,11 +425,11 @@ var neededCapabilities = []struct {
 }
 
 // CheckCapabilities asks Vault (sys/capabilities-self) whether the store's
-// token may do what the store needs on a record below the prefix (and, when
-// it seals tokens, with the Transit key, which must exist and be derived), so that
-// a token with the wrong policy is reported by what it lacks rather than
-// by the first request it fails. p is a record path, relative to the
-// prefix.
+// token may do what the store needs on a record below the prefix, and with
+// the Transit key when it seals tokens (the key must also exist and be
+// derived), so that a token with the wrong policy is reported by what it
+// lacks rather than by the first request it fails. p is a record path,
+// relative to the prefix.
 func (s *Store) CheckCapabilities(ctx context.Context, p string) error {
 	type need struct {
 		full string
