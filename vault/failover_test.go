@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,66 @@ func TestParseAddresses(t *testing.T) {
 	}
 	if got, want := s.Address(), "http://127.0.0.1:8200 (of http://127.0.0.1:8200, http://127.0.0.1:8202/, https://vault-b:8200)"; got != want {
 		t.Errorf("Address() = %q, want %q", got, want)
+	}
+}
+
+// TestUnavailable classifies nodes' answers: which ones send the request
+// to the next address; a body read to classify an answer is left for the
+// client to read.
+func TestUnavailable(t *testing.T) {
+	answer := func(status int, body string) *http.Response {
+		return &http.Response{StatusCode: status, Status: http.StatusText(status), Body: io.NopCloser(strings.NewReader(body)), Header: http.Header{}}
+	}
+	for _, tt := range []struct {
+		resp *http.Response
+		err  error
+		next bool
+	}{
+		{nil, errors.New("dial tcp 127.0.0.1:8200: connect: connection refused"), true},
+		{answer(503, `{"errors":["Vault is sealed"]}`), nil, true},
+		{answer(502, ""), nil, true},
+		{answer(504, ""), nil, true},
+		{answer(500, `{"errors":["local node not active but active cluster node not found"]}`), nil, true},
+		{answer(500, `{"errors":["could not find version data"]}`), nil, false},
+		{answer(400, `{"errors":["check-and-set parameter did not match the current version"]}`), nil, false},
+		{answer(403, `{"errors":["permission denied"]}`), nil, false},
+		{answer(200, `{"data":{}}`), nil, false},
+	} {
+		if _, why := unavailable(tt.resp, tt.err); (why != "") != tt.next {
+			what := fmt.Sprint(tt.err)
+			if tt.resp != nil {
+				what = tt.resp.Status
+			}
+			t.Errorf("%s: next address = %t, want %t", what, why != "", tt.next)
+		}
+	}
+	// A 500 body read for classification is still there for the client.
+	resp, _ := unavailable(answer(500, "kept"), nil)
+	if b, _ := io.ReadAll(resp.Body); string(b) != "kept" {
+		t.Errorf("body after classification = %q", b)
+	}
+}
+
+// TestFollowRedirect: a standby that does not forward redirects to the
+// active node; when that node is one of the cluster's addresses, the store
+// uses it from then on, and the redirect leads the client (which builds
+// every URL on the first address) there.
+func TestFollowRedirect(t *testing.T) {
+	addrs, err := parseAddresses([]string{"http://n1:8200", "http://n2:8200", "http://n3:8200"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &failover{addrs: addrs}
+	f.cur.Store(1)
+	resp := &http.Response{StatusCode: http.StatusTemporaryRedirect, Header: http.Header{"Location": {"http://n3:8200/v1/secret/data/x"}}}
+	f.follow(resp, 1)
+	if f.current() != "http://n3:8200" || resp.Header.Get("Location") != "http://n1:8200/v1/secret/data/x" {
+		t.Fatalf("after the redirect: using %s, Location %s", f.current(), resp.Header.Get("Location"))
+	}
+	outside := &http.Response{StatusCode: http.StatusTemporaryRedirect, Header: http.Header{"Location": {"http://elsewhere:8200/v1/x"}}}
+	f.follow(outside, 2)
+	if f.current() != "http://n3:8200" || outside.Header.Get("Location") != "http://elsewhere:8200/v1/x" {
+		t.Fatalf("a redirect outside the cluster moved the store to %s", f.current())
 	}
 }
 
