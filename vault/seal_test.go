@@ -16,6 +16,7 @@ import (
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/hydradev"
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
+	"github.com/caddy-oauthconn/caddy-oauthconn/kv/kvtest"
 )
 
 // transitKey enables Transit at transit/ on the test Vault (if it is not
@@ -61,6 +62,15 @@ func raw(t *testing.T, s *Store, p string) map[string]any {
 	}
 	d, _ := sec.Data["data"].(map[string]any)
 	return d
+}
+
+// TestConformanceSealed runs the store contract's tests on a sealing
+// store.
+func TestConformanceSealed(t *testing.T) {
+	env := testservices.Vault(t)
+	root, _ := rootClient(t)
+	key := transitKey(t, root, true)
+	kvtest.Run(t, func(t *testing.T) kv.Store { return openSealed(t, env.Token, key, newPrefix()) })
 }
 
 // TestSealedTokensInVault: with encrypt transit, Vault's KV holds the
