@@ -361,14 +361,18 @@ func unmarshalClientKey(d *caddyfile.Dispenser, name string) (*ClientKey, error)
 // UnmarshalCaddyfile sets up the Vault store:
 //
 //	store vault {
-//		address   <url>
+//		address   <url> [<url>...]
 //		token     <token>
 //		mount     <path>
 //		prefix    <path>
 //		namespace <namespace>
+//		encrypt   transit <key> [<mount>]
 //	}
 //
-// with, instead of a token, one of:
+// where several addresses are the nodes (or load balancers) of one Vault
+// cluster, tried in order when the one in use is down, and encrypt seals
+// the tokens of every record with a derived Transit key (mount default:
+// transit); and, instead of a token, one of:
 //
 //	auth token_file <path>
 //	auth approle {
@@ -385,7 +389,7 @@ func unmarshalClientKey(d *caddyfile.Dispenser, name string) (*ClientKey, error)
 //	}
 func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	fields := map[string]*string{
-		"address": &v.Address, "token": &v.Token, "mount": &v.Mount,
+		"token": &v.Token, "mount": &v.Mount,
 		"prefix": &v.Prefix, "namespace": &v.Namespace,
 	}
 	d.Next() // module name
@@ -393,7 +397,25 @@ func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		if d.Val() == "auth" {
+		switch d.Val() {
+		case "address":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Err("store vault: address takes one or more URLs")
+			}
+			v.Address, v.Addresses = args[0], args[1:]
+			continue
+		case "encrypt":
+			args := d.RemainingArgs()
+			if len(args) < 2 || len(args) > 3 || args[0] != "transit" {
+				return d.Err("store vault: encrypt takes: transit <key> [<mount>]")
+			}
+			v.Encrypt = &VaultEncrypt{Engine: args[0], Key: args[1]}
+			if len(args) == 3 {
+				v.Encrypt.Mount = args[2]
+			}
+			continue
+		case "auth":
 			a, err := unmarshalVaultAuth(d)
 			if err != nil {
 				return err

@@ -73,6 +73,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"vault option", global("store vault {\nadress x\n}"), `store vault: unrecognized option "adress"`},
 		{"vault auth method", global("store vault {\nauth ldap\n}"), `unknown auth method "ldap"`},
 		{"vault auth option", global("store vault {\nauth approle {\nrole x\n}\n}"), `auth approle: unrecognized option "role"`},
+		{"vault address without URL", global("store vault {\naddress\n}"), "address takes one or more URLs"},
+		{"vault encrypt engine", global("store vault {\nencrypt aes k\n}"), "encrypt takes: transit <key> [<mount>]"},
+		{"vault encrypt without key", global("store vault {\nencrypt transit\n}"), "encrypt takes: transit <key> [<mount>]"},
+		{"vault encrypt arity", global("store vault {\nencrypt transit k m x\n}"), "encrypt takes: transit <key> [<mount>]"},
 		{"vault auth token_file path", global("store vault {\nauth token_file\n}"), "auth token_file takes the token file's path"},
 		{"file key and key_file", global("store file {\nkey a\nkey_file b\n}"), "give key or key_file, not both"},
 		{"base_path relative", global("base_path oauth"), "must start with /"},
@@ -135,6 +139,10 @@ func TestLoadErrors(t *testing.T) {
 		{"bad issuer", withProxy("public_url http://localhost:8080\nconnector demo {\nauthorization_url https://as/a\ntoken_url https://as/t\nclient_id x\nissuer as.example.com\n}", "demo", "https://api"), "connector demo: issuer must be an absolute http(s) URL"},
 		{"approle without secret", global("store vault {\nauth approle {\nrole_id r\n}\n}"), "role_id and secret_id or secret_id_file are required"},
 		{"file store key", global("store file {\nkey bm90IGEga2V5\n}"), "key must decode to 32 bytes"},
+		{"vault fallback address with a path", global("store vault {\naddress http://v1:8200 http://v2:8200/vault\n}"), "several addresses must be plain scheme://host:port URLs"},
+		{"vault fallback unix socket", global("store vault {\naddress http://v1:8200 unix:///run/vault.sock\n}"), "cannot include a unix socket"},
+		{"vault transit key name", global("store vault {\nencrypt transit a/b\n}"), "must not contain a slash"},
+		{"vault cluster with transit", global("store vault {\naddress http://v1:8200 http://v2:8200 http://v3:8200\nencrypt transit caddy-oauthconn\n}"), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

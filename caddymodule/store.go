@@ -21,6 +21,13 @@ type VaultStore struct {
 	// Address is Vault's URL. Default: the VAULT_ADDR environment variable.
 	Address string `json:"address,omitempty"`
 
+	// Addresses are more URLs of the same Vault cluster (its other nodes,
+	// say), tried in order after Address when the node in use cannot be
+	// reached, is sealed, or has no active node to forward to; the store
+	// then keeps the address that answered. Each must be a plain
+	// scheme://host:port URL.
+	Addresses []string `json:"addresses,omitempty"`
+
 	// Token is the Vault token. Default: the VAULT_TOKEN environment
 	// variable.
 	Token string `json:"token,omitempty"`
@@ -38,6 +45,27 @@ type VaultStore struct {
 
 	// Auth is how to log in to Vault. Default: the token (or VAULT_TOKEN).
 	Auth *VaultAuth `json:"auth,omitempty"`
+
+	// Encrypt, if set, seals the access and refresh tokens of every record
+	// with a key of Vault's Transit engine. Default: tokens are stored as
+	// Vault's KV holds them (encrypted by Vault's barrier, readable by any
+	// token that may read the records).
+	Encrypt *VaultEncrypt `json:"encrypt,omitempty"`
+}
+
+// VaultEncrypt says how the Vault store seals tokens. Fields may hold
+// placeholders.
+type VaultEncrypt struct {
+	// Engine is the Vault engine that seals: transit.
+	Engine string `json:"engine"`
+
+	// Key is the Transit key's name. It must be a derived key (created
+	// with derived=true): each record is sealed under the key derived for
+	// its path.
+	Key string `json:"key"`
+
+	// Mount is where the Transit engine is mounted. Default: transit.
+	Mount string `json:"mount,omitempty"`
 }
 
 // VaultAuth is a Vault login method. Fields may hold placeholders.
@@ -92,6 +120,15 @@ func (v *VaultStore) OpenStore() (RecordStore, error) {
 		Mount:     exp(v.Mount),
 		Prefix:    exp(v.Prefix),
 		Namespace: exp(v.Namespace),
+	}
+	for _, a := range v.Addresses {
+		cfg.Addresses = append(cfg.Addresses, exp(a))
+	}
+	if e := v.Encrypt; e != nil {
+		if e.Engine != "transit" {
+			return nil, fmt.Errorf("vault store: encrypt: unknown engine %q (transit)", e.Engine)
+		}
+		cfg.Encrypt = &vault.Transit{Key: exp(e.Key), Mount: exp(e.Mount)}
 	}
 	if a := v.Auth; a != nil {
 		cfg.Auth = vault.Auth{

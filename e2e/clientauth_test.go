@@ -426,7 +426,7 @@ func TestPrivateKeyJWTFile(t *testing.T) {
 
 // TestPrivateKeyJWTVaultTransit: a connector whose key is a Vault Transit
 // key signs its assertions in Vault, through the store's token bound to
-// exactly examples/vault-policy.hcl and examples/vault-transit-policy.hcl
+// exactly examples/vault-policy.hcl and examples/vault-transit-sign-policy.hcl
 // (besides Vault's default policy): the code exchange and the refresh
 // work, with the assertion's audience left to its default (the token URL,
 // Hydra's). A connector whose Hydra client has another key registered gets
@@ -471,7 +471,7 @@ func TestPrivateKeyJWTVaultTransit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transitPolicy, err := os.ReadFile("../examples/vault-transit-policy.hcl")
+	transitPolicy, err := os.ReadFile("../examples/vault-transit-sign-policy.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}

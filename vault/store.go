@@ -26,6 +26,13 @@ import (
 type Config struct {
 	// Address is Vault's URL. Empty: VAULT_ADDR, then Vault's default.
 	Address string
+	// Addresses are more URLs of the same Vault cluster (other nodes, or
+	// other load balancers), tried in order after Address when the node
+	// in use cannot be reached or cannot serve (sealed, or a standby
+	// with no active node to forward to); the store then sticks to the
+	// address that answered. Any node of a cluster serves every request:
+	// standbys forward them to the active node.
+	Addresses []string
 	// Token is the Vault token. Empty: VAULT_TOKEN.
 	Token string
 	// Mount is the KV v2 mount path. Empty: "secret".
@@ -48,6 +55,14 @@ type Config struct {
 	// second. Zero: the VAULT_MAX_RETRIES environment variable if set, else
 	// DefaultMaxRetries. Negative: no retries.
 	MaxRetries int
+	// Encrypt, if set, seals the access and refresh tokens of every
+	// record with Vault's Transit engine, under the key derived for the
+	// record's path (see Transit), so that a reader of the KV path
+	// without Transit's decrypt learns nothing usable. Records written
+	// before are read as they are and sealed on their next write. A read
+	// or write of tokens the store has not just read or written itself
+	// costs one Transit request.
+	Encrypt *Transit
 	// MaxVersions is how many versions of a record Vault keeps; the store
 	// writes it to a record's metadata when it creates the record. Vault
 	// keeps the larger of this and the mount's own max_versions, so it only
@@ -73,6 +88,8 @@ const DefaultMaxRetries = 1
 type Store struct {
 	auth        Auth
 	client      *api.Client
+	failover    *failover // nil with a single address
+	sealer      *sealer   // nil without Encrypt
 	kv          *api.KVv2
 	mount       string
 	prefix      string
@@ -124,6 +141,17 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault: creating client: %w", err)
 	}
+	s := &Store{auth: cfg.Auth, client: client}
+	if len(cfg.Addresses) > 0 {
+		addrs, err := parseAddresses(append([]string{vc.Address}, cfg.Addresses...))
+		if err != nil {
+			return nil, err
+		}
+		// The client builds every request for the first address; the
+		// transport sends it to the address in use.
+		s.failover = &failover{next: vc.HttpClient.Transport, addrs: addrs, log: s.logger}
+		vc.HttpClient.Transport = s.failover
+	}
 	if cfg.Token != "" {
 		client.SetToken(cfg.Token)
 	}
@@ -142,7 +170,13 @@ func New(cfg Config) (*Store, error) {
 		// Until the first login, no token: not VAULT_TOKEN's.
 		client.ClearToken()
 	}
-	return &Store{auth: cfg.Auth, client: client, kv: client.KVv2(mount), mount: mount, prefix: prefix, maxVersions: maxVersions}, nil
+	s.kv, s.mount, s.prefix, s.maxVersions = client.KVv2(mount), mount, prefix, maxVersions
+	if cfg.Encrypt != nil {
+		if s.sealer, err = newSealer(client, cfg.Encrypt); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 func (s *Store) logger() *zap.Logger {
@@ -155,16 +189,31 @@ func (s *Store) logger() *zap.Logger {
 // Client returns the underlying Vault client.
 func (s *Store) Client() *api.Client { return s.client }
 
-// Address returns the Vault address the store talks to.
-func (s *Store) Address() string { return s.client.Address() }
+// Address returns the Vault address the store talks to; with several, the
+// one in use and all of them.
+func (s *Store) Address() string {
+	if s.failover == nil {
+		return s.client.Address()
+	}
+	all := make([]string, len(s.failover.addrs))
+	for i, a := range s.failover.addrs {
+		all[i] = a.String()
+	}
+	return s.failover.current() + " (of " + strings.Join(all, ", ") + ")"
+}
 
 // Location names the store for humans and for sharing in-memory state between
 // configurations that point at the same records: address, mount and prefix.
+// With several addresses, the first names the cluster.
 func (s *Store) Location() string {
 	return "vault:" + s.client.Address() + "/" + s.mount + "/" + s.prefix
 }
 
 func (s *Store) full(p string) string { return path.Join(s.prefix, p) }
+
+// kvPath is the record's path as Vault's CLI names it (vault kv get
+// <mount>/<prefix>/<p>): the Transit context its tokens are sealed under.
+func (s *Store) kvPath(p string) string { return s.mount + "/" + s.full(p) }
 
 // Get implements kv.Store.
 func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
@@ -195,11 +244,26 @@ func (s *Store) Get(ctx context.Context, p string) (kv.Entry, error) {
 		}
 		data[k] = s
 	}
+	if _, sealed := data[sealedMarker]; sealed {
+		if s.sealer == nil {
+			return kv.Entry{}, fmt.Errorf("vault: reading %s: its tokens are sealed with Transit; configure the store's encrypt transit key to read it", p)
+		}
+		if err := s.sealer.unseal(ctx, s.kvPath(p), data); err != nil {
+			return kv.Entry{}, fmt.Errorf("vault: reading %s: %w", p, err)
+		}
+	}
 	return kv.Entry{Data: data, Version: version}, nil
 }
 
 // Put implements kv.Store with a KV v2 check-and-set write.
 func (s *Store) Put(ctx context.Context, p string, data map[string]string, cas int) (int, error) {
+	if s.sealer != nil {
+		sealed, err := s.sealer.seal(ctx, s.kvPath(p), data)
+		if err != nil {
+			return 0, fmt.Errorf("vault: writing %s: %w", p, err)
+		}
+		data = sealed
+	}
 	m := make(map[string]any, len(data))
 	for k, v := range data {
 		m[k] = v
@@ -361,13 +425,27 @@ var neededCapabilities = []struct {
 }
 
 // CheckCapabilities asks Vault (sys/capabilities-self) whether the store's
-// token may do what the store needs on a record below the prefix, so that
-// a token with the wrong policy is reported by what it lacks rather than
-// by the first request it fails. p is a record path, relative to the
-// prefix.
+// token may do what the store needs on a record below the prefix, and with
+// the Transit key when it seals tokens (the key must also exist and be
+// derived), so that a token with the wrong policy is reported by what it
+// lacks rather than by the first request it fails. p is a record path,
+// relative to the prefix.
 func (s *Store) CheckCapabilities(ctx context.Context, p string) error {
+	type need struct {
+		full string
+		caps []string
+	}
+	var needs []need
 	for _, n := range neededCapabilities {
-		full := s.mount + "/" + n.kind + "/" + s.full(p)
+		needs = append(needs, need{s.mount + "/" + n.kind + "/" + s.full(p), n.caps})
+	}
+	if s.sealer != nil {
+		for _, c := range s.sealer.capabilities() {
+			needs = append(needs, need{c.path, []string{c.caps}})
+		}
+	}
+	for _, n := range needs {
+		full := n.full
 		got, err := s.client.Sys().CapabilitiesSelfWithContext(ctx, full)
 		if err != nil {
 			var re *api.ResponseError
@@ -393,6 +471,11 @@ func (s *Store) CheckCapabilities(ctx context.Context, p string) error {
 			return fmt.Errorf("vault: the token lacks %s on %s (it has: %s); its policy must grant %s",
 				strings.Join(missing, ", "), full, strings.Join(got, ", "), strings.Join(n.caps, ", "))
 		}
+	}
+	if s.sealer != nil {
+		// A missing or non-derived key, found as the store is checked
+		// rather than at the first connection.
+		return s.sealer.checkKey(ctx)
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ import (
 
 // transitWorld enables Transit at a mount of its own on the test Vault,
 // creates keys there, and returns a store whose token is bound to exactly
-// examples/vault-transit-policy.hcl for the key named key.
+// examples/vault-transit-sign-policy.hcl for the key named key.
 func transitWorld(t *testing.T, key string, keyTypes map[string]string) (mount string, bound *Store) {
 	t.Helper()
 	env := testservices.Vault(t)
@@ -39,7 +39,7 @@ func transitWorld(t *testing.T, key string, keyTypes map[string]string) (mount s
 			t.Fatal(err)
 		}
 	}
-	policy, err := os.ReadFile("../examples/vault-transit-policy.hcl")
+	policy, err := os.ReadFile("../examples/vault-transit-sign-policy.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@
 #
 #   vault secrets enable transit
 #   vault write -f transit/keys/graph-app type=rsa-2048
-#   vault policy write caddy-oauthconn-transit examples/vault-transit-policy.hcl
+#   vault policy write caddy-oauthconn-transit examples/vault-transit-sign-policy.hcl
 
 path "transit/sign/graph-app" {
   capabilities = ["update"]
