@@ -19,10 +19,23 @@ import (
 // connector whose client_id expands to empty is "unconfigured": it loads,
 // and its routes answer 503 until it is set.
 type Connector struct {
-	// Provider selects a preset: "microsoft" (Microsoft Entra ID / Graph)
-	// or "notion". Empty: a generic OAuth 2.0 provider, which needs
-	// authorization_url and token_url.
+	// Provider selects a preset: atlassian, box, dropbox, github, google,
+	// hubspot, linear, microsoft (Microsoft Entra ID / Graph), notion,
+	// salesforce, slack or zoom (see the README's provider table). Empty:
+	// a generic OAuth 2.0 provider, which needs authorization_url and
+	// token_url.
 	Provider string `json:"provider,omitempty"`
+
+	// Domain is the salesforce preset's login host: login (the
+	// default, login.salesforce.com), test (sandboxes,
+	// test.salesforce.com) or the org's My Domain host name, such as
+	// acme.my.salesforce.com.
+	Domain string `json:"domain,omitempty"`
+
+	// TokenKind is the token a slack connection keeps: user (the
+	// default; the user token under authed_user, scopes asked as
+	// user_scope) or bot (the bot token, scopes asked as scope).
+	TokenKind string `json:"token_kind,omitempty"`
 
 	// Tenant is the Microsoft Entra tenant (ID or domain) whose endpoints
 	// the microsoft preset uses. Default: common.
@@ -139,6 +152,8 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	cfg := connector.Config{
 		Name:          name,
 		Provider:      exp(c.Provider),
+		Domain:        exp(c.Domain),
+		TokenKind:     exp(c.TokenKind),
 		AuthURL:       exp(c.AuthorizationURL),
 		TokenURL:      exp(c.TokenURL),
 		ClientID:      exp(c.ClientID),

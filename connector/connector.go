@@ -79,6 +79,28 @@ type Config struct {
 	// it is refreshed only to keep its refresh token alive, for providers
 	// that expire idle refresh tokens. Zero: never.
 	KeepAlive time.Duration
+
+	// ScopeSeparator joins scopes in the authorization URL. Empty: a
+	// space (RFC 6749 3.3); GitHub-style providers take a comma.
+	ScopeSeparator string
+	// ScopeParam is the authorization URL parameter that carries the
+	// scopes. Empty: scope (Slack user tokens: user_scope).
+	ScopeParam string
+	// RepeatParams names authorization parameters (AuthParams) that the
+	// token requests repeat, for providers that need them there too
+	// (RFC 8707's resource).
+	RepeatParams []string
+	// DefaultLifetime is the access token lifetime assumed when a token
+	// response has no expires_in. Zero: such a token has no expiry.
+	DefaultLifetime time.Duration
+	// RotatesRefreshTokens says the provider returns a new refresh token
+	// on every refresh and invalidates the old one.
+	RotatesRefreshTokens bool
+	// Domain is the salesforce preset's login host: login (default),
+	// test (sandboxes) or a My Domain host name.
+	Domain string
+	// TokenKind is the slack preset's token: user (default) or bot.
+	TokenKind string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -116,10 +138,11 @@ func (c *Config) Validate() error {
 
 // Connector is a usable connector: a validated Config and its HTTP client.
 type Connector struct {
-	cfg    Config
-	oauth  oauth2.Config
-	client *http.Client
-	issuer issuerState
+	cfg      Config
+	provider *Provider // nil for a generic provider
+	oauth    oauth2.Config
+	client   *http.Client
+	issuer   issuerState
 }
 
 // New validates cfg and makes a Connector. base is the HTTP client used for
@@ -138,12 +161,26 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 	if cfg.AuthStyle == AuthPost {
 		style = oauth2.AuthStyleInParams
 	}
-	rt := base
-	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON {
-		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON}
+	p := providers[cfg.Provider] // nil for a generic provider
+	repeat := map[string]string{}
+	for _, k := range cfg.RepeatParams {
+		if v := cfg.AuthParams[k]; v != "" {
+			repeat[k] = v
+		}
 	}
-	return &Connector{
-		cfg: cfg,
+	rt := base
+	if p != nil || len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON || len(repeat) > 0 {
+		tt := &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON, repeat: repeat}
+		if p != nil {
+			tt.tokenURL = cfg.TokenURL
+			tt.hook = p.Response
+			tt.cfg = cfg
+		}
+		rt = tt
+	}
+	c := &Connector{
+		cfg:      cfg,
+		provider: p,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: cfg.ClientSecret,
@@ -152,7 +189,13 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 			Scopes:       cfg.Scopes,
 		},
 		client: &http.Client{Transport: rt, Timeout: cfg.Timeout},
-	}, nil
+	}
+	if (cfg.ScopeSeparator != "" && cfg.ScopeSeparator != " ") || (cfg.ScopeParam != "" && cfg.ScopeParam != "scope") {
+		// x/oauth2 joins scopes with spaces into scope: the
+		// authorization URL gets them from AuthCodeURL instead.
+		c.oauth.Scopes = nil
+	}
+	return c, nil
 }
 
 // Name returns the connector's name.
@@ -171,6 +214,16 @@ func (c *Connector) AuthCodeURL(state, verifier string) string {
 	}
 	for k, v := range c.cfg.AuthParams {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	if c.oauth.Scopes == nil && len(c.cfg.Scopes) > 0 {
+		param, sep := c.cfg.ScopeParam, c.cfg.ScopeSeparator
+		if param == "" {
+			param = "scope"
+		}
+		if sep == "" {
+			sep = " "
+		}
+		opts = append(opts, oauth2.SetAuthURLParam(param, strings.Join(c.cfg.Scopes, sep)))
 	}
 	return c.oauth.AuthCodeURL(state, opts...)
 }
