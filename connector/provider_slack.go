@@ -85,7 +85,9 @@ func slackResponse(r *TokenResponse) {
 	if r.Config.TokenKind == "bot" {
 		if tt, _ := r.Body["token_type"].(string); tt == "user" {
 			r.Fail(http.StatusBadRequest, "invalid_scope") // no bot token granted
+			return
 		}
+		r.Body["token_type"] = "Bearer" // Slack says "bot"
 		return
 	}
 	if at, _ := user["access_token"].(string); at != "" {
