@@ -70,9 +70,10 @@ type Connector struct {
 	User string `json:"user,omitempty"`
 
 	// RevocationURL is the provider's RFC 7009 token revocation endpoint,
-	// called when a connection is disconnected. The notion preset sets
-	// https://api.notion.com/v1/oauth/revoke; Microsoft Entra has none
-	// (revoke sessions in Entra instead).
+	// called when a connection is disconnected. Presets set their
+	// provider's, and revoke as it does where that is not RFC 7009
+	// (github, slack, hubspot, dropbox, google); Microsoft Entra and
+	// Atlassian have none (revoke access there instead).
 	RevocationURL string `json:"revocation_url,omitempty"`
 
 	// ClientID is the client identifier issued by the provider.
@@ -81,14 +82,16 @@ type Connector struct {
 	// ClientSecret is the client secret issued by the provider.
 	ClientSecret string `json:"client_secret,omitempty"`
 
-	// Scopes are requested at authorization. The microsoft preset
-	// defaults to https://graph.microsoft.com/.default offline_access.
+	// Scopes are requested at authorization. Presets default to what
+	// their provider needs (microsoft:
+	// https://graph.microsoft.com/.default offline_access; see the
+	// README's provider table).
 	Scopes []string `json:"scopes,omitempty"`
 
 	// AuthStyle is how the client authenticates at the token endpoint:
 	// "basic" (client_secret_basic) or "post" (client_secret_post). It is
 	// never auto-detected, so an authorization code is never sent twice.
-	// Default: basic; microsoft: post; notion: always basic.
+	// Default: basic, or the preset's (notion: always basic).
 	AuthStyle string `json:"auth_style,omitempty"`
 
 	// RedirectURI overrides the callback URL registered with the
@@ -120,8 +123,9 @@ type Connector struct {
 
 	// KeepAlive refreshes connections that went this long without a
 	// refresh, in the background, so that providers that expire idle
-	// refresh tokens do not end them. Negative: never. Default: off, and
-	// 720h (30 days) for the microsoft preset.
+	// refresh tokens do not end them. Negative: never. Default: off, or
+	// the preset's (720h for microsoft, google, github, atlassian and
+	// zoom; 480h for box).
 	KeepAlive caddy.Duration `json:"keepalive,omitempty"`
 
 	// AuthorizationParams are extra query parameters of the authorization

@@ -401,3 +401,39 @@ func bearer(r *http.Request) string {
 	}
 	return ""
 }
+
+// Expire ends an access token before its time, as its expiry would: the
+// API refuses it from now on.
+func (p *Provider) Expire(access string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.access, access)
+}
+
+// APICall is a request the provider's API imitation received.
+type APICall struct {
+	Path  string
+	Token string
+	// OK says the token was a live access token of this provider.
+	OK bool
+}
+
+// API imitates the provider's resource server: it answers 200 with the
+// grant's ID to a request carrying a live access token of this provider,
+// and 401 to any other, as a real API does to an expired or revoked
+// token. calls receives every request.
+func (p *Provider) API(calls chan<- APICall) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		g, ok := p.Valid(tok)
+		if calls != nil {
+			calls <- APICall{Path: r.URL.Path, Token: tok, OK: ok}
+		}
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "invalid_token"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"grant": g.ID, "path": r.URL.Path})
+	})
+}
