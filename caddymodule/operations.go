@@ -137,7 +137,7 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 		rev.Reason = "no_token"
 	default:
 		var ok bool
-		ok, revokeErr = c.conn.RevokeGrant(ctx, connector.Tokens{Access: tok.AccessToken, Refresh: tok.RefreshToken})
+		ok, revokeErr = c.conn.RevokeGrant(ctx, connector.Tokens{Access: tok.AccessToken, Refresh: tok.RefreshToken, Expiry: tok.Expiry})
 		rev = revocationOf(ok, revokeErr)
 	}
 	if err := a.keeper.Disconnect(ctx, key); err != nil {

@@ -366,3 +366,46 @@ func TestPresetClientRejected(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokeWithExpiredAccessToken: providers whose revocation is
+// authenticated by the access token get a live one, from a refresh, when
+// the connection's has expired.
+func TestRevokeWithExpiredAccessToken(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range presetCases {
+		if tc.provider != "github" && tc.provider != "dropbox" && tc.name != "slack user token" {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			imi := tc.imitate(t)
+			cfg := Config{Name: "c", Provider: tc.provider, ClientID: imitation.ClientID, ClientSecret: imitation.ClientSecret,
+				RedirectURL: presetRedirect, AuthURL: imi.AuthURL(), TokenURL: imi.TokenURL(), RevocationURL: imi.RevocationURL()}
+			if tc.provider == "github" {
+				cfg.RevocationURL = imi.At("/applications/" + imitation.ClientID + "/grant")
+			}
+			if err := Preset(&cfg, ""); err != nil {
+				t.Fatal(err)
+			}
+			c, err := New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, _, err := imi.Authorize(c.AuthCodeURL("st", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := c.Exchange(ctx, code, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			imi.Expire(tok.AccessToken)
+			revoked, err := c.RevokeGrant(ctx, Tokens{Access: tok.AccessToken, Refresh: tok.RefreshToken, Expiry: time.Now().Add(-time.Minute)})
+			if !revoked || err != nil {
+				t.Fatalf("RevokeGrant = %v, %v", revoked, err)
+			}
+			if _, err := c.Refresh(ctx, tok.RefreshToken); ClassOf(err) != GrantRejected {
+				t.Fatalf("the grant lives on: refresh %v", err)
+			}
+		})
+	}
+}

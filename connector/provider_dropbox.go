@@ -23,16 +23,18 @@ var _ = register(&Provider{
 	Revoke:        revokeDropbox,
 })
 
-// revokeDropbox calls auth/token/revoke with the access token as its
-// credential and no arguments; Dropbox answers 200.
+// revokeDropbox calls auth/token/revoke with the access token (refreshed
+// first if it has expired) as its credential and no arguments; Dropbox
+// answers 200.
 func revokeDropbox(ctx context.Context, c *Connector, t Tokens) (bool, error) {
-	if t.Access == "" {
+	access := c.liveAccess(ctx, t)
+	if access == "" {
 		return false, nil
 	}
 	req, err := c.revocationRequest(ctx, http.MethodPost, c.cfg.RevocationURL, nil)
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Authorization", "Bearer "+t.Access)
+	req.Header.Set("Authorization", "Bearer "+access)
 	return c.sendRevocation(req, http.StatusOK)
 }

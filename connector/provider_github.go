@@ -57,12 +57,13 @@ func githubResponse(r *TokenResponse) {
 
 // revokeGitHub deletes the app's grant, which revokes every token of it,
 // authenticating with the client's credentials; the grant is named by an
-// access token. GitHub answers 204.
+// access token (refreshed first if it has expired). GitHub answers 204.
 func revokeGitHub(ctx context.Context, c *Connector, t Tokens) (bool, error) {
-	if t.Access == "" {
+	access := c.liveAccess(ctx, t)
+	if access == "" {
 		return false, nil
 	}
-	body, _ := json.Marshal(map[string]string{"access_token": t.Access})
+	body, _ := json.Marshal(map[string]string{"access_token": access})
 	req, err := c.revocationRequest(ctx, http.MethodDelete, c.cfg.RevocationURL, bytes.NewReader(body))
 	if err != nil {
 		return false, err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Tokens are a connection's tokens, as a Revoker needs them: some
@@ -15,6 +16,23 @@ import (
 // access token.
 type Tokens struct {
 	Access, Refresh string
+	// Expiry is the access token's expiry (zero if unknown).
+	Expiry time.Time
+}
+
+// liveAccess returns an access token the provider still takes, for
+// revocations authenticated by one (GitHub, Slack, Dropbox): t's, or, when
+// that has expired, a new one from a refresh (whose rotated refresh token
+// is of no use: the grant is being revoked).
+func (c *Connector) liveAccess(ctx context.Context, t Tokens) string {
+	if t.Refresh == "" || t.Expiry.IsZero() || time.Now().Before(t.Expiry) {
+		return t.Access
+	}
+	tok, err := c.Refresh(ctx, t.Refresh)
+	if err != nil {
+		return t.Access // the provider will say what it makes of it
+	}
+	return tok.AccessToken
 }
 
 // Revoker revokes a connection's grant at a provider whose revocation is
