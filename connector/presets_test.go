@@ -3,6 +3,7 @@ package connector
 import (
 	"context"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -407,5 +408,43 @@ func TestRevokeWithExpiredAccessToken(t *testing.T) {
 				t.Fatalf("the grant lives on: refresh %v", err)
 			}
 		})
+	}
+}
+
+// TestReadmeProviderTable checks that the README's provider table has a
+// row for every preset, citing the document the preset follows, and that
+// every preset is among the cases tested here.
+func TestReadmeProviderTable(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "| `"); ok {
+			if i := strings.Index(name, "`"); i > 0 {
+				rows[name[:i]] = line
+			}
+		}
+	}
+	tested := map[string]bool{}
+	for _, tc := range presetCases {
+		tested[tc.provider] = true
+	}
+	for _, name := range ProviderNames() {
+		p, _ := LookupProvider(name)
+		row, ok := rows[name]
+		switch {
+		case !ok:
+			t.Errorf("the README's provider table has no row for %s", name)
+		case !strings.Contains(row, "]("+p.Doc+")"):
+			t.Errorf("the README's row for %s does not cite %s", name, p.Doc)
+		}
+		if !tested[name] {
+			t.Errorf("preset %s has no test case", name)
+		}
+		if p.Doc == "" || !strings.HasPrefix(p.Doc, "https://") {
+			t.Errorf("preset %s cites no document", name)
+		}
 	}
 }
