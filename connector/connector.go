@@ -44,8 +44,8 @@ const (
 type Config struct {
 	// Name identifies the connector in configuration, URLs and storage.
 	Name string
-	// Provider is the preset the settings came from ("microsoft",
-	// "notion"), or empty for a generic OAuth 2.0 provider.
+	// Provider is the preset the settings came from (a name in the
+	// registry, see Provider), or empty for a generic OAuth 2.0 provider.
 	Provider string
 	// AuthURL is the provider's authorization endpoint.
 	AuthURL string
