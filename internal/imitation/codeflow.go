@@ -88,7 +88,7 @@ type spec struct {
 	// rotate: a refresh invalidates the refresh token used.
 	rotate bool
 	// issue answers a successful exchange (refresh false) or refresh of
-	// g; at and rt are new tokens (rt empty when none is issued).
+	// g, making its tokens with p.issue.
 	issue func(p *Provider, g *Grant, refresh bool) (status int, body any)
 	// fail answers an error, given RFC 6749's code for it.
 	fail func(code string, refresh bool) (status int, body any)
@@ -115,12 +115,17 @@ func newProvider(t testing.TB, name string, s spec) *Provider {
 	return p
 }
 
-// URL returns the imitation's URL for path.
+// At returns the imitation's URL for path.
 func (p *Provider) At(path string) string { return p.Server.URL + path }
 
-// AuthURL, TokenURL and RevocationURL are the imitation's endpoints.
-func (p *Provider) AuthURL() string  { return p.At(p.spec.authPath) }
+// AuthURL returns the imitation's authorization endpoint.
+func (p *Provider) AuthURL() string { return p.At(p.spec.authPath) }
+
+// TokenURL returns the imitation's token endpoint.
 func (p *Provider) TokenURL() string { return p.At(p.spec.tokenPath) }
+
+// RevocationURL returns the imitation's revocation endpoint, empty when
+// the provider has none. (GitHub's names the client: see At.)
 func (p *Provider) RevocationURL() string {
 	if p.spec.revokePath == "" {
 		return ""
@@ -303,7 +308,7 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	respond(w)(p.spec.issue(p, g, refresh))
 }
 
-// Issue makes a new access token for g, and a refresh token when withRT.
+// issue makes a new access token for g, and a refresh token when withRT.
 func (p *Provider) issue(g *Grant, withRT bool) (at, rt string) {
 	at = p.newToken("at")
 	p.mu.Lock()
