@@ -61,6 +61,7 @@ func TestTokenResponseNormalised(t *testing.T) {
 		{"expires_in not a number", "linear", `{"access_token":"a","expires_in":"soon"}`, 0},
 		{"no expires_in, default lifetime", "salesforce", `{"access_token":"a","instance_url":"https://x.my.salesforce.com"}`, SalesforceDefaultLifetime},
 		{"no expires_in, none known", "notion", `{"access_token":"a","token_type":"bearer"}`, 0},
+		{"github OAuth App token, which never expires", "github", `{"access_token":"a","token_type":"bearer","scope":"repo"}`, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

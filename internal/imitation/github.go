@@ -2,7 +2,6 @@ package imitation
 
 import (
 	"net/http"
-	"strings"
 	"testing"
 )
 
@@ -48,7 +47,7 @@ func NewGitHub(t testing.TB) *Provider {
 				return
 			}
 			g, ok := p.Valid(req.Params["access_token"])
-			if !ok || strings.Contains(req.Params["access_token"], "-rt-") {
+			if !ok {
 				writeJSON(w, http.StatusNotFound, map[string]any{"message": "Not Found"})
 				return
 			}
