@@ -448,3 +448,61 @@ func TestReadmeProviderTable(t *testing.T) {
 		}
 	}
 }
+
+// TestPresetDefaults checks the settings of each preset that the flow does
+// not show: keep-alive periods (providers that expire idle refresh
+// tokens), rotation, assumed lifetimes, and the metadata and upstream
+// hosts that connection-dependent upstream URLs use.
+func TestPresetDefaults(t *testing.T) {
+	const day = 24 * time.Hour
+	want := map[string]struct {
+		keepAlive time.Duration
+		rotates   bool
+		lifetime  time.Duration
+		metadata  string
+		hosts     string
+	}{
+		"atlassian":  {30 * day, true, 0, "cloud_id", "api.atlassian.com"},
+		"box":        {20 * day, true, 0, "", ""},
+		"dropbox":    {0, false, 0, "", ""},
+		"github":     {30 * day, true, 0, "", ""},
+		"google":     {30 * day, false, 0, "", ""},
+		"hubspot":    {0, false, 0, "", ""},
+		"linear":     {0, true, 0, "", ""},
+		"microsoft":  {30 * day, true, 0, "", ""},
+		"notion":     {0, true, 0, "", ""},
+		"salesforce": {0, false, 2 * time.Hour, "instance_url", "*.my.salesforce.com"},
+		"slack":      {0, true, 0, "", ""},
+		"zoom":       {30 * day, true, 0, "", ""},
+	}
+	for _, name := range ProviderNames() {
+		w, ok := want[name]
+		if !ok {
+			t.Errorf("%s: no expectation", name)
+			continue
+		}
+		cfg := Config{Name: "c", Provider: name}
+		if err := Preset(&cfg, ""); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := LookupProvider(name)
+		if cfg.KeepAlive != w.keepAlive || cfg.RotatesRefreshTokens != w.rotates || cfg.DefaultLifetime != w.lifetime ||
+			strings.Join(p.DefaultMetadata, " ") != w.metadata || strings.Join(p.AllowedHosts, " ") != w.hosts {
+			t.Errorf("%s: keepalive %v, rotates %v, lifetime %v, metadata %v, hosts %v; want %+v",
+				name, cfg.KeepAlive, cfg.RotatesRefreshTokens, cfg.DefaultLifetime, p.DefaultMetadata, p.AllowedHosts, w)
+		}
+		if p.APIBase == "" {
+			t.Errorf("%s: no upstream base URL for examples", name)
+		}
+	}
+	// Configured values win over the preset's.
+	cfg := Config{Name: "c", Provider: "google", KeepAlive: time.Hour, Scopes: []string{"https://www.googleapis.com/auth/drive.readonly"},
+		AuthStyle: AuthBasic, AuthParams: map[string]string{"prompt": "select_account"}}
+	if err := Preset(&cfg, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KeepAlive != time.Hour || len(cfg.Scopes) != 1 || cfg.AuthStyle != AuthBasic ||
+		cfg.AuthParams["prompt"] != "select_account" || cfg.AuthParams["access_type"] != "offline" {
+		t.Errorf("configured values lost: %+v", cfg)
+	}
+}
