@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 )
 
 func init() {
@@ -62,8 +64,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			key_file <path>
 //		}
 //		connector <name> {
-//			provider            microsoft|notion
+//			provider            <preset>
 //			tenant              <tenant>
+//			domain              login|test|<my domain host>
+//			token_kind          user|bot
 //			issuer              <issuer URL>
 //			revocation_url      <url>
 //			subject             <placeholder template>
@@ -232,8 +236,15 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 		switch opt := d.Val(); opt {
 		case "provider":
 			err = oneArg(d, &c.Provider)
-			if err == nil && c.Provider != "microsoft" && c.Provider != "notion" {
-				err = d.Errf("connector %s: unknown provider %q (known: microsoft, notion)", name, c.Provider)
+			if _, known := connector.LookupProvider(c.Provider); err == nil && !known {
+				err = d.Errf("connector %s: unknown provider %q (known: %s)", name, c.Provider, strings.Join(connector.ProviderNames(), ", "))
+			}
+		case "domain":
+			err = oneArg(d, &c.Domain)
+		case "token_kind":
+			err = oneArg(d, &c.TokenKind)
+			if err == nil && c.TokenKind != "user" && c.TokenKind != "bot" {
+				err = d.Errf("connector %s: token_kind must be user or bot, got %q", name, c.TokenKind)
 			}
 		case "tenant":
 			err = oneArg(d, &c.Tenant)

@@ -21,10 +21,23 @@ import (
 // connector whose client_id expands to empty is "unconfigured": it loads,
 // and its routes answer 503 until it is set.
 type Connector struct {
-	// Provider selects a preset: "microsoft" (Microsoft Entra ID / Graph)
-	// or "notion". Empty: a generic OAuth 2.0 provider, which needs
-	// authorization_url and token_url.
+	// Provider selects a preset: atlassian, box, dropbox, github, google,
+	// hubspot, linear, microsoft (Microsoft Entra ID / Graph), notion,
+	// salesforce, slack or zoom (see the README's provider table). Empty:
+	// a generic OAuth 2.0 provider, which needs authorization_url and
+	// token_url.
 	Provider string `json:"provider,omitempty"`
+
+	// Domain is the salesforce preset's login host: login (the
+	// default, login.salesforce.com), test (sandboxes,
+	// test.salesforce.com) or the org's My Domain host name, such as
+	// acme.my.salesforce.com.
+	Domain string `json:"domain,omitempty"`
+
+	// TokenKind is the token a slack connection keeps: user (the
+	// default; the user token under authed_user, scopes asked as
+	// user_scope) or bot (the bot token, scopes asked as scope).
+	TokenKind string `json:"token_kind,omitempty"`
 
 	// Tenant is the Microsoft Entra tenant (ID or domain) whose endpoints
 	// the microsoft preset uses. Default: common.
@@ -59,9 +72,10 @@ type Connector struct {
 	User string `json:"user,omitempty"`
 
 	// RevocationURL is the provider's RFC 7009 token revocation endpoint,
-	// called when a connection is disconnected. The notion preset sets
-	// https://api.notion.com/v1/oauth/revoke; Microsoft Entra has none
-	// (revoke sessions in Entra instead).
+	// called when a connection is disconnected. Presets set their
+	// provider's, and revoke as it does where that is not RFC 7009
+	// (github, slack, hubspot, dropbox, google); Microsoft Entra and
+	// Atlassian have none (revoke access there instead).
 	RevocationURL string `json:"revocation_url,omitempty"`
 
 	// ClientID is the client identifier issued by the provider.
@@ -70,8 +84,10 @@ type Connector struct {
 	// ClientSecret is the client secret issued by the provider.
 	ClientSecret string `json:"client_secret,omitempty"`
 
-	// Scopes are requested at authorization. The microsoft preset
-	// defaults to https://graph.microsoft.com/.default offline_access.
+	// Scopes are requested at authorization. Presets default to what
+	// their provider needs (microsoft:
+	// https://graph.microsoft.com/.default offline_access; see the
+	// README's provider table).
 	Scopes []string `json:"scopes,omitempty"`
 
 	// AuthStyle is how the client authenticates at the token endpoint:
@@ -79,8 +95,8 @@ type Connector struct {
 	// "private_key_jwt" (a JWT signed with ClientKey, RFC 7523) or
 	// "client_assertion" (the JWT in ClientAssertionFile, for workload
 	// identity federation). It is never auto-detected, so an
-	// authorization code is never sent twice. Default: basic; microsoft:
-	// post; notion: always basic.
+	// authorization code is never sent twice. Default: basic, or the
+	// preset's (notion: always basic).
 	AuthStyle string `json:"auth_style,omitempty"`
 
 	// ClientKey is the private key that signs private_key_jwt assertions:
@@ -135,8 +151,9 @@ type Connector struct {
 
 	// KeepAlive refreshes connections that went this long without a
 	// refresh, in the background, so that providers that expire idle
-	// refresh tokens do not end them. Negative: never. Default: off, and
-	// 720h (30 days) for the microsoft preset.
+	// refresh tokens do not end them. Negative: never. Default: off, or
+	// the preset's (720h for microsoft, google, github, atlassian and
+	// zoom; 480h for box).
 	KeepAlive caddy.Duration `json:"keepalive,omitempty"`
 
 	// AuthorizationParams are extra query parameters of the authorization
@@ -202,6 +219,8 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	cfg := connector.Config{
 		Name:          name,
 		Provider:      exp(c.Provider),
+		Domain:        exp(c.Domain),
+		TokenKind:     exp(c.TokenKind),
 		AuthURL:       exp(c.AuthorizationURL),
 		TokenURL:      exp(c.TokenURL),
 		ClientID:      exp(c.ClientID),

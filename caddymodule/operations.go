@@ -124,24 +124,22 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 		// Unreadable: nothing to revoke, but it is deleted all the same.
 		log.Warn("disconnecting a connection whose token cannot be read", zap.Error(err))
 	}
-	// Revoking the refresh token revokes the grant; without one, the
-	// access token. A connection that needs authorization has neither.
-	t, hint := tok.RefreshToken, "refresh_token"
-	if t == "" {
-		t, hint = tok.AccessToken, "access_token"
-	}
+	// The connector revokes the grant as its provider does: RFC 7009
+	// with the refresh token (or else the access token), or the
+	// provider's own call. A connection that needs authorization has
+	// neither.
 	var rev revocation
 	var revokeErr error
 	switch {
 	case c.unconfigured():
 		rev.Reason = "unconfigured"
-	case t == "":
+	case tok.RefreshToken == "" && tok.AccessToken == "":
 		rev.Reason = "no_token"
 	default:
 		var ok bool
 		var conn *connector.Connector
 		if conn, revokeErr = c.client(ctx); revokeErr == nil {
-			ok, revokeErr = conn.Revoke(ctx, t, hint)
+			ok, revokeErr = conn.RevokeGrant(ctx, connector.Tokens{Access: tok.AccessToken, Refresh: tok.RefreshToken, Expiry: tok.Expiry})
 		}
 		rev = revocationOf(ok, revokeErr)
 	}

@@ -44,8 +44,8 @@ const (
 type Config struct {
 	// Name identifies the connector in configuration, URLs and storage.
 	Name string
-	// Provider is the preset the settings came from ("microsoft",
-	// "notion"), or empty for a generic OAuth 2.0 provider.
+	// Provider is the preset the settings came from (a name in the
+	// registry, see Provider), or empty for a generic OAuth 2.0 provider.
 	Provider string
 	// AuthURL is the provider's authorization endpoint.
 	AuthURL string
@@ -107,6 +107,28 @@ type Config struct {
 	// ClientAssertionFile holds the assertion of auth style
 	// client_assertion, read on every token request.
 	ClientAssertionFile string
+
+	// ScopeSeparator joins scopes in the authorization URL. Empty: a
+	// space (RFC 6749 3.3); GitHub-style providers take a comma.
+	ScopeSeparator string
+	// ScopeParam is the authorization URL parameter that carries the
+	// scopes. Empty: scope (Slack user tokens: user_scope).
+	ScopeParam string
+	// RepeatParams names authorization parameters (AuthParams) that the
+	// token requests repeat, for providers that need them there too
+	// (RFC 8707's resource).
+	RepeatParams []string
+	// DefaultLifetime is the access token lifetime assumed when a token
+	// response has no expires_in. Zero: such a token has no expiry.
+	DefaultLifetime time.Duration
+	// RotatesRefreshTokens says the provider returns a new refresh token
+	// on every refresh and invalidates the old one.
+	RotatesRefreshTokens bool
+	// Domain is the salesforce preset's login host: login (default),
+	// test (sandboxes) or a My Domain host name.
+	Domain string
+	// TokenKind is the slack preset's token: user (default) or bot.
+	TokenKind string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -142,10 +164,11 @@ func (c *Config) Validate() error {
 
 // Connector is a usable connector: a validated Config and its HTTP client.
 type Connector struct {
-	cfg    Config
-	oauth  oauth2.Config
-	client *http.Client
-	issuer issuerState
+	cfg      Config
+	provider *Provider // nil for a generic provider
+	oauth    oauth2.Config
+	client   *http.Client
+	issuer   issuerState
 }
 
 // New validates cfg and makes a Connector. base is the HTTP client used for
@@ -166,17 +189,36 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 		// client authentication layer adds the assertion.
 		style = oauth2.AuthStyleInParams
 	}
+	p := providers[cfg.Provider] // nil for a generic provider
+	repeat := map[string]string{}
+	for _, k := range cfg.RepeatParams {
+		if v := cfg.AuthParams[k]; v != "" {
+			repeat[k] = v
+		}
+	}
+	if cfg.Resource != "" {
+		// RFC 8707: the resource indicator goes on every token request,
+		// which x/oauth2 cannot do for a refresh.
+		repeat["resource"] = cfg.Resource
+	}
 	rt := base
-	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON || cfg.Resource != "" {
-		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON, resource: cfg.Resource}
+	if p != nil || len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON || len(repeat) > 0 {
+		tt := &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON, repeat: repeat}
+		if p != nil {
+			tt.tokenURL = cfg.TokenURL
+			tt.hook = p.Response
+			tt.cfg = cfg
+		}
+		rt = tt
 	}
 	if ca, err := newClientAuth(cfg, rt); err != nil {
 		return nil, err
 	} else if ca != nil {
 		rt = ca
 	}
-	return &Connector{
-		cfg: cfg,
+	c := &Connector{
+		cfg:      cfg,
+		provider: p,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: cfg.ClientSecret,
@@ -185,7 +227,13 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 			Scopes:       cfg.Scopes,
 		},
 		client: &http.Client{Transport: rt, Timeout: cfg.Timeout},
-	}, nil
+	}
+	if (cfg.ScopeSeparator != "" && cfg.ScopeSeparator != " ") || (cfg.ScopeParam != "" && cfg.ScopeParam != "scope") {
+		// x/oauth2 joins scopes with spaces into scope: the
+		// authorization URL gets them from AuthCodeURL instead.
+		c.oauth.Scopes = nil
+	}
+	return c, nil
 }
 
 // Name returns the connector's name.

@@ -60,8 +60,8 @@ func TestPreset(t *testing.T) {
 		},
 		{
 			name:    "unknown provider",
-			cfg:     Config{Name: "x", Provider: "github"},
-			wantErr: `connector x: unknown provider "github"`,
+			cfg:     Config{Name: "x", Provider: "nosuch"},
+			wantErr: `connector x: unknown provider "nosuch" (known: atlassian, box, dropbox, github, google, hubspot, linear, microsoft, notion, salesforce, slack, zoom)`,
 		},
 	}
 	for _, tt := range tests {

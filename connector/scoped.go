@@ -121,7 +121,7 @@ func (c *Connector) AuthCodeURLFor(state, verifier, claims string, scopes []stri
 	return c.authCodeURL(state, verifier, p, scopes)
 }
 
-func (c *Connector) authCodeURL(state, verifier string, challenge claimsParam, scopes []string) string {
+func (c *Connector) authCodeURL(state, verifier string, challenge claimsParam, extra []string) string {
 	opts := []oauth2.AuthCodeOption{}
 	if c.cfg.PKCE {
 		opts = append(opts, oauth2.S256ChallengeOption(verifier))
@@ -135,14 +135,24 @@ func (c *Connector) authCodeURL(state, verifier string, challenge claimsParam, s
 	if c.cfg.Resource != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("resource", c.cfg.Resource))
 	}
-	if len(scopes) > 0 {
-		all := slices.Clone(c.oauth.Scopes)
-		for _, s := range scopes {
-			if !slices.Contains(all, s) {
-				all = append(all, s)
-			}
+	scopes := c.cfg.Scopes
+	for _, s := range extra {
+		if !slices.Contains(scopes, s) {
+			scopes = append(slices.Clip(scopes), s)
 		}
-		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(all, " ")))
+	}
+	if len(scopes) > 0 && (c.oauth.Scopes == nil || len(extra) > 0) {
+		// x/oauth2 joins the connector's scopes with spaces into scope;
+		// a preset's separator or parameter, or scopes a resource asked
+		// for (step-up), are set here instead.
+		param, sep := c.cfg.ScopeParam, c.cfg.ScopeSeparator
+		if param == "" {
+			param = "scope"
+		}
+		if sep == "" {
+			sep = " "
+		}
+		opts = append(opts, oauth2.SetAuthURLParam(param, strings.Join(scopes, sep)))
 	}
 	return c.oauth.AuthCodeURL(state, opts...)
 }
