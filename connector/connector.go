@@ -79,6 +79,18 @@ type Config struct {
 	// it is refreshed only to keep its refresh token alive, for providers
 	// that expire idle refresh tokens. Zero: never.
 	KeepAlive time.Duration
+	// Metadata names token response fields kept as the connection's
+	// metadata (see metadata.go).
+	Metadata []string
+	// CallbackMetadata names authorization response (callback query)
+	// parameters kept as the connection's metadata.
+	CallbackMetadata []string
+	// Discovery is a request made after connecting whose answer holds
+	// metadata, if any.
+	Discovery *Discovery
+	// AllowedHosts are the host patterns an upstream that depends on
+	// metadata may resolve to (see HostPattern).
+	AllowedHosts []string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -111,7 +123,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("connector %s: unknown token body format %q", c.Name, c.TokenBody)
 	}
-	return nil
+	return c.validateMetadata()
 }
 
 // Connector is a usable connector: a validated Config and its HTTP client.
@@ -120,6 +132,8 @@ type Connector struct {
 	oauth  oauth2.Config
 	client *http.Client
 	issuer issuerState
+	// base carries requests that are not token requests (discovery).
+	base http.RoundTripper
 }
 
 // New validates cfg and makes a Connector. base is the HTTP client used for
@@ -152,6 +166,7 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 			Scopes:       cfg.Scopes,
 		},
 		client: &http.Client{Transport: rt, Timeout: cfg.Timeout},
+		base:   base,
 	}, nil
 }
 
