@@ -123,7 +123,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("connector %s: unknown token body format %q", c.Name, c.TokenBody)
 	}
-	return c.validateMetadata()
+	return c.ValidateMetadata()
 }
 
 // Connector is a usable connector: a validated Config and its HTTP client.

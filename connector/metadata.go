@@ -114,9 +114,9 @@ func (c *Config) MetadataNames() []string {
 	return names
 }
 
-// validateMetadata checks the metadata settings: valid names, each from
+// ValidateMetadata checks the metadata settings: valid names, each from
 // one source only, a well-formed discovery request, valid allowed hosts.
-func (c *Config) validateMetadata() error {
+func (c *Config) ValidateMetadata() error {
 	seen := map[string]bool{}
 	for _, name := range c.MetadataNames() {
 		if err := ValidMetadataName(name); err != nil {

@@ -9,6 +9,7 @@ package tokens
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"net/url"
 	"strconv"
@@ -156,6 +157,20 @@ func (md Metadata) Len() int {
 		return 0
 	}
 	return len(md.v.m)
+}
+
+// All yields the values.
+func (md Metadata) All() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		if md.v == nil {
+			return
+		}
+		for k, v := range md.v.m {
+			if !yield(k, v) {
+				return
+			}
+		}
+	}
 }
 
 // Map returns a copy of the values (nil if there are none).
