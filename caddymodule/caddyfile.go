@@ -82,6 +82,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			keepalive           <duration>|off
 //			authorization_param <name> <value>
 //			token_header        <name> <value>
+//			metadata            <token response field...>
+//			callback_metadata   <callback query parameter...>
+//			metadata_discovery  <url> <name> <JSON path> [<name> <JSON path>...]
+//			allowed_hosts       <host[:port|:*] pattern...>
 //		}
 //	}
 //
@@ -293,6 +297,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 				*m = map[string]string{}
 			}
 			(*m)[args[0]] = args[1]
+		case "metadata", "callback_metadata", "allowed_hosts", "metadata_discovery":
+			err = c.unmarshalMetadata(d, name, opt)
 		default:
 			return d.Errf("connector %s: unrecognized option %q", name, opt)
 		}

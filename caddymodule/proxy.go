@@ -75,7 +75,9 @@ type ProxyHandler struct {
 
 	app      *App
 	conn     *Connector
-	prefix   string
+	static   target            // the path prefix of a static upstream
+	meta     *metadataUpstream // set when the upstream depends on metadata
+	plain    *reverseproxy.Handler
 	browsers *browserGate
 	logger   *zap.Logger
 }
@@ -126,11 +128,21 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 		// before any app is registered): the handler answers 503.
 		return nil
 	}
+	if rp.Headers != nil {
+		b, _ := json.Marshal(rp.Headers)
+		if err := checkMetadataNames(h.conn, "header_up", string(b)); err != nil {
+			return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
+		}
+	}
+	if metadataPlaceholder.MatchString(raw) {
+		return h.provisionMetadataUpstream(ctx, raw)
+	}
 	u, err := parseUpstream(raw)
 	if err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 	}
-	h.prefix = strings.TrimRight(u.Path, "/")
+	h.static.prefix = strings.TrimRight(u.Path, "/")
+	h.static.rawPrefix = strings.TrimRight(u.EscapedPath(), "/")
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
@@ -141,8 +153,13 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 		}
 	}
-	// The upstream is fixed by configuration: its Host, whatever the app
-	// sent; and no credentials of the app's.
+	setHost(rp, u.Host)
+	return rp.Provision(ctx)
+}
+
+// setHost makes rp send Host host (a placeholder for an upstream from
+// metadata): the upstream's, whatever the app sent.
+func setHost(rp *reverseproxy.Handler, host string) {
 	if rp.Headers == nil {
 		rp.Headers = new(headers.Handler)
 	}
@@ -152,8 +169,7 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	if rp.Headers.Request.Set == nil {
 		rp.Headers.Request.Set = http.Header{}
 	}
-	rp.Headers.Request.Set.Set("Host", u.Host)
-	return rp.Provision(ctx)
+	rp.Headers.Request.Set.Set("Host", host)
 }
 
 func parseUpstream(raw string) (*url.URL, error) {
@@ -193,10 +209,14 @@ func withTLS(transport json.RawMessage) (json.RawMessage, error) {
 
 // Cleanup releases the reverse proxy's resources.
 func (h *ProxyHandler) Cleanup() error {
-	if h.ReverseProxy != nil && len(h.ReverseProxy.Upstreams) > 0 {
-		return h.ReverseProxy.Cleanup()
+	var errs []error
+	if h.plain != nil && len(h.plain.Upstreams) > 0 {
+		errs = append(errs, h.plain.Cleanup())
 	}
-	return nil
+	if h.ReverseProxy != nil && len(h.ReverseProxy.Upstreams) > 0 {
+		errs = append(errs, h.ReverseProxy.Cleanup())
+	}
+	return errors.Join(errs...)
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -221,6 +241,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
 	if err != nil {
 		return h.tokenError(w, r, err)
+	}
+	rp, to, err := h.route(r, tok)
+	if err != nil {
+		return h.upstreamError(w, err)
 	}
 
 	// A body of known length within the replay limit can be sent again
@@ -257,7 +281,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		tok, outcome = fresh, "retried"
 		return true
 	}
-	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
+	err = rp.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, to, body), next)
 	if !first.swallowed {
 		first.trailers()
 		return err
@@ -266,13 +290,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return h.tokenError(w, r, retryErr)
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
-	return h.ReverseProxy.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, body), next)
+	// The refreshed token set may carry other metadata.
+	if rp, to, err = h.route(r, tok); err != nil {
+		return h.upstreamError(w, err)
+	}
+	return rp.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, to, body), next)
 }
 
 // upstreamRequest is r as it goes upstream: the app's credentials and flow
 // cookies removed, the connection's token attached, the upstream's path
 // prefix added, and the replayable body (if any) ready for this attempt.
-func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body *replayBody) *http.Request {
+func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody) *http.Request {
 	out := r.WithContext(r.Context())
 	out.Header = r.Header.Clone()
 	dropConnectionHeaders(out.Header)
@@ -282,11 +310,11 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 		h.stripCookies(out)
 	}
 	out.Header.Set("Authorization", "Bearer "+accessToken)
-	if h.prefix != "" {
+	if to.prefix != "" {
 		u := *r.URL
-		u.Path = h.prefix + u.Path
-		if u.RawPath != "" {
-			u.RawPath = h.prefix + u.RawPath
+		u.Path = to.prefix + u.Path
+		if u.RawPath != "" || to.rawPrefix != to.prefix {
+			u.RawPath = to.rawPrefix + r.URL.EscapedPath()
 		}
 		out.URL = &u
 	}
