@@ -547,7 +547,9 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //	}
 //
 // allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
-// fixed (to and dynamic are not allowed). Use it inside
+// fixed (to and dynamic are not allowed), but for {oauthconn.metadata.<name>}
+// placeholders, which the connection's metadata fills in on each request
+// (also in header_up values), confined to the connector's allowed_hosts. Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {

@@ -296,3 +296,28 @@ func TestMetadataCaddyfileLoads(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeMetadataExample loads the README's connection metadata example
+// as printed, unconfigured and configured.
+func TestReadmeMetadataExample(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "## Connection metadata\n")
+	_, block, ok2 := strings.Cut(section, "```caddyfile\n")
+	src, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 || !strings.Contains(src, "{oauthconn.metadata.cloud_id}") {
+		t.Fatal("the README's metadata example is gone; update this test")
+	}
+	src = strings.Replace(src, "{\n", "{\n\tadmin off\n\tstorage file_system "+t.TempDir()+"\n", 1)
+	if err := load(src); err != nil {
+		t.Fatalf("unconfigured: %v", err)
+	}
+	for _, k := range []string{"SF_CLIENT_ID", "SF_CLIENT_SECRET", "JIRA_CLIENT_ID", "JIRA_CLIENT_SECRET"} {
+		t.Setenv(k, "x")
+	}
+	if err := load(src); err != nil {
+		t.Fatalf("configured: %v", err)
+	}
+}

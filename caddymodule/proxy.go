@@ -43,7 +43,12 @@ type ProxyHandler struct {
 	// Upstream is the base URL of the API, such as
 	// https://graph.microsoft.com. Its path, if any, is put in front of
 	// the request's path; Host is always the upstream's. Placeholders such
-	// as {env.X} are expanded.
+	// as {env.X} are expanded at load. {oauthconn.metadata.<name>} is the
+	// connection's metadata, resolved on each request: such an upstream
+	// must be https (http only on a loopback host) on a host of the
+	// connector's allowed_hosts, or the request gets 502
+	// upstream_not_allowed and nothing is sent. The same placeholders may
+	// be used in header_up values.
 	Upstream string `json:"upstream"`
 
 	// ReplayLimit is the largest request body, in bytes, that is buffered
