@@ -321,3 +321,45 @@ func TestReadmeMetadataExample(t *testing.T) {
 		t.Fatalf("configured: %v", err)
 	}
 }
+
+// FuzzResolveMetadataUpstream: whatever a token response says, a resolved
+// upstream is on an allowed host and its path has no dot segment.
+func FuzzResolveMetadataUpstream(f *testing.F) {
+	for _, s := range []string{"https://acme.my.salesforce.com", "https://evil.net#.my.salesforce.com", "a/../b", "http://127.0.0.1:1", "https://x.my.salesforce.com:443/a%2f..%2f"} {
+		f.Add(s)
+	}
+	var allowed []connector.HostPattern
+	for _, p := range []string{"*.my.salesforce.com", "api.atlassian.com", "127.0.0.1:*"} {
+		hp, _ := connector.ParseHostPattern(p)
+		allowed = append(allowed, hp)
+	}
+	c := &Connector{name: "c", allowed: allowed, metadata: map[string]bool{"v": true}}
+	var templates []*metadataUpstream
+	for _, tpl := range []string{"{oauthconn.metadata.v}", "{oauthconn.metadata.v}/x", "https://api.atlassian.com/ex/{oauthconn.metadata.v}", "https://{oauthconn.metadata.v}/y"} {
+		m, err := parseMetadataUpstream(c, tpl)
+		if err != nil {
+			f.Fatal(err)
+		}
+		templates = append(templates, m)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, m := range templates {
+			to, err := m.resolve(tokens.NewMetadata(map[string]string{"v": v}))
+			if err != nil {
+				continue
+			}
+			scheme := "https"
+			if to.plain {
+				scheme = "http"
+			}
+			if !connector.MatchAny(allowed, scheme, to.host) {
+				t.Fatalf("%s with %q: %s is not allowed", m.raw, v, to.host)
+			}
+			for seg := range strings.SplitSeq(to.prefix, "/") {
+				if seg == "." || seg == ".." {
+					t.Fatalf("%s with %q: prefix %q", m.raw, v, to.prefix)
+				}
+			}
+		}
+	})
+}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -261,7 +263,8 @@ func (c *Connector) DiscoverMetadata(ctx context.Context, accessToken string) (m
 		return nil, fail("the answer is not JSON of at most 1 MiB")
 	}
 	out := make(map[string]string, len(d.Pick))
-	for name, path := range d.Pick {
+	for _, name := range slices.Sorted(maps.Keys(d.Pick)) {
+		path := d.Pick[name]
 		v, ok := MetadataValue(jsonPath(body, path))
 		if !ok {
 			return nil, fail("the answer has no string or number at %s (for metadata %s)", path, name)

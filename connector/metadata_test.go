@@ -158,7 +158,7 @@ func TestDiscoverMetadata(t *testing.T) {
 		answer string
 		want   string
 	}{
-		{http.StatusOK, `[]`, "no string or number at 0.id"},
+		{http.StatusOK, `[]`, "no string or number at 0.id (for metadata cloud_id)"},
 		{http.StatusOK, `{"0":{"id":{"x":1}}}`, "no string or number at 0.id"},
 		{http.StatusOK, `not json at-secret`, "not JSON"},
 		{http.StatusUnauthorized, `{"error":"at-secret"}`, "answered 401"},
