@@ -173,3 +173,28 @@ func TestDiscoverMetadata(t *testing.T) {
 		t.Fatalf("without discovery: %v %v", got, err)
 	}
 }
+
+func TestMetadataDefaults(t *testing.T) {
+	cfg := Config{Provider: "salesforce"}
+	MetadataDefaults(&cfg)
+	if len(cfg.AllowedHosts) != 1 || cfg.AllowedHosts[0] != "*.my.salesforce.com" {
+		t.Fatalf("salesforce: %v", cfg.AllowedHosts)
+	}
+	cfg = Config{Provider: "salesforce", AllowedHosts: []string{"acme.my.salesforce.com"}}
+	MetadataDefaults(&cfg)
+	if len(cfg.AllowedHosts) != 1 || cfg.AllowedHosts[0] != "acme.my.salesforce.com" {
+		t.Fatalf("configured hosts replaced: %v", cfg.AllowedHosts)
+	}
+	cfg = Config{}
+	MetadataDefaults(&cfg)
+	if len(cfg.AllowedHosts) != 0 {
+		t.Fatalf("generic: %v", cfg.AllowedHosts)
+	}
+	for provider, hosts := range presetAllowedHosts {
+		for _, h := range hosts {
+			if _, err := ParseHostPattern(h); err != nil {
+				t.Errorf("%s: %v", provider, err)
+			}
+		}
+	}
+}
