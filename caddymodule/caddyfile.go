@@ -94,6 +94,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			resource            <url>
 //			registration        dynamic|metadata_document|static
 //			cae                 on|off
+//			metadata            <token response field...>
+//			callback_metadata   <callback query parameter...>
+//			metadata_discovery  <url> <name> <JSON path> [<name> <JSON path>...]
+//			allowed_hosts       <host[:port|:*] pattern...>
 //		}
 //	}
 //
@@ -342,6 +346,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 				*m = map[string]string{}
 			}
 			(*m)[args[0]] = args[1]
+		case "metadata", "callback_metadata", "allowed_hosts", "metadata_discovery":
+			err = c.unmarshalMetadata(d, name, opt)
 		default:
 			return d.Errf("connector %s: unrecognized option %q", name, opt)
 		}
@@ -631,9 +637,12 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //
 // allow_browsers, pass_cookies and scopes may be repeated; their arguments
 // add up. With scopes, the token attached is one for those scopes, obtained
-// with the connection's refresh token, instead of the connection's own. The upstream URL is
-// fixed (to and dynamic are not allowed); a connector with a resource may
-// omit it, the resource URL being the upstream. Use it inside
+// with the connection's refresh token, instead of the connection's own. The
+// upstream URL is fixed (to and dynamic are not allowed), but for
+// {oauthconn.metadata.<name>} placeholders, which the connection's metadata
+// fills in on each request (also in header_up values), confined to the
+// connector's allowed_hosts; a connector with a resource may omit it, the
+// resource URL being the upstream. Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {

@@ -92,6 +92,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"max_pending_flows", global("max_pending_flows -3"), `max_pending_flows "-3" must be a positive number`},
 		{"max_pending_flows_per_client", global("max_pending_flows_per_client 0"), `max_pending_flows_per_client "0" must be a positive number`},
 		{"ipv6_prefix", global("ipv6_prefix 129"), "ipv6_prefix 129 must be at most 128"},
+		{"metadata of a secret", global("connector a {\nmetadata instance_url refresh_token\n}"), `connector a: metadata: metadata name "refresh_token" names a secret`},
+		{"metadata without names", global("connector a {\nmetadata\n}"), "connector a: metadata needs arguments"},
+		{"callback_metadata name", global("connector a {\ncallback_metadata realm.id\n}"), "may hold only letters"},
+		{"allowed_hosts pattern", global("connector a {\nallowed_hosts *.com\n}"), "needs at least two other labels"},
+		{"metadata_discovery pairs", global("connector a {\nmetadata_discovery https://api/r cloud_id\n}"), "pairs of a metadata name and a JSON path"},
+		{"metadata_discovery twice", global("connector a {\nmetadata_discovery https://api/r a 0.id\nmetadata_discovery https://api/r b 0.id\n}"), "metadata_discovery may be given once"},
 		{"connect arguments", "http://localhost:8080 {\n\toauthconn_connect /oauth/* extra\n}\n", "wrong argument count"},
 	}
 	for _, tt := range tests {

@@ -403,7 +403,15 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The provider returned no access token.", "", "no_access_token")
 		return
 	}
-	if _, err := h.app.keeper.Save(r.Context(), tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, tok, fl.CreatedBy); err != nil {
+	md, err := connectMetadata(r.Context(), conn, r.URL.Query(), tok)
+	if err != nil {
+		// Without its metadata the connection could not reach its
+		// upstream: it is not stored.
+		log.Warn("the metadata discovery request failed; the connection is not stored", zap.Error(err))
+		fail(http.StatusBadGateway, "The provider authorized the connection, but the request that finds its details failed. Wait a moment and start the connection again.", "", "discovery_failed")
+		return
+	}
+	if _, err := h.app.keeper.SaveWithMetadata(r.Context(), tokens.Key{Connector: fl.Connector, Subject: fl.Subject}, tok, fl.CreatedBy, md); err != nil {
 		log.Error("storing tokens", zap.Error(err))
 		fail(http.StatusServiceUnavailable, "The connection was authorized but could not be stored. Try again.", "", "store_error")
 		return

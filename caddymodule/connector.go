@@ -193,11 +193,56 @@ type Connector struct {
 	// microsoft provider takes it. Default: on.
 	CAE *bool `json:"cae,omitempty"`
 
+	// Metadata names fields of the token response kept with the
+	// connection (such as Salesforce's instance_url), available to
+	// oauthconn_proxy as {oauthconn.metadata.<name>} and shown in the
+	// status. Only string and number values are kept, at most 1024 bytes;
+	// a refresh response that lacks a field keeps the earlier value.
+	// Names of secrets (access_token, refresh_token, id_token, any name
+	// ending in token, secret or password) are refused; any other value
+	// that happens to be a secret is the operator's to leave out.
+	Metadata []string `json:"metadata,omitempty"`
+
+	// CallbackMetadata names parameters of the authorization response
+	// (the callback's query, such as QuickBooks' realmId) kept with the
+	// connection as metadata, on the same terms as Metadata.
+	CallbackMetadata []string `json:"callback_metadata,omitempty"`
+
+	// MetadataDiscovery is one GET request made with the new access token
+	// right after a connection is authorized, whose JSON answer holds
+	// metadata (such as Atlassian's cloud id). If it fails, the
+	// connection is not stored and the person is asked to start again.
+	MetadataDiscovery *MetadataDiscovery `json:"metadata_discovery,omitempty"`
+
+	// AllowedHosts are the hosts an oauthconn_proxy upstream that depends
+	// on metadata may resolve to: host names or IP literals with an
+	// optional :port or :*, where a * label matches one or more labels
+	// (*.my.salesforce.com). Without a port an entry matches the scheme's
+	// default port only. Default: the preset's (salesforce:
+	// *.my.salesforce.com; atlassian: api.atlassian.com), else none, and
+	// an upstream that depends on metadata is then refused at load.
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+
 	name      string
 	conn      *connector.Connector // nil when unconfigured or a resource connector
 	res       *resourceClient      // a resource connector's client, found on first use
 	policy    tokens.Policy
 	keepAlive time.Duration
+	// allowed are AllowedHosts (or the preset's) parsed; metadata is
+	// every metadata name the connector keeps.
+	allowed  []connector.HostPattern
+	metadata map[string]bool
+}
+
+// MetadataDiscovery is a request whose answer holds a connection's
+// metadata.
+type MetadataDiscovery struct {
+	// URL is the request's https URL (http only for a loopback host).
+	URL string `json:"url"`
+
+	// Pick maps metadata names to JSON paths in the answer: object keys
+	// and array indexes separated by dots, such as 0.id.
+	Pick map[string]string `json:"pick"`
 }
 
 func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
@@ -217,21 +262,27 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	}
 	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
 	cfg := connector.Config{
-		Name:          name,
-		Provider:      exp(c.Provider),
-		Domain:        exp(c.Domain),
-		TokenKind:     exp(c.TokenKind),
-		AuthURL:       exp(c.AuthorizationURL),
-		TokenURL:      exp(c.TokenURL),
-		ClientID:      exp(c.ClientID),
-		ClientSecret:  exp(c.ClientSecret),
-		AuthStyle:     connector.AuthStyle(exp(c.AuthStyle)),
-		RedirectURL:   exp(c.RedirectURI),
-		PKCE:          c.PKCE == nil || *c.PKCE,
-		Issuer:        exp(c.Issuer),
-		RevocationURL: exp(c.RevocationURL),
-		AuthParams:    expandMap(c.AuthorizationParams, exp),
-		TokenHeaders:  expandMap(c.TokenHeaders, exp),
+		Name:             name,
+		Provider:         exp(c.Provider),
+		Domain:           exp(c.Domain),
+		TokenKind:        exp(c.TokenKind),
+		AuthURL:          exp(c.AuthorizationURL),
+		TokenURL:         exp(c.TokenURL),
+		ClientID:         exp(c.ClientID),
+		ClientSecret:     exp(c.ClientSecret),
+		AuthStyle:        connector.AuthStyle(exp(c.AuthStyle)),
+		RedirectURL:      exp(c.RedirectURI),
+		PKCE:             c.PKCE == nil || *c.PKCE,
+		Issuer:           exp(c.Issuer),
+		RevocationURL:    exp(c.RevocationURL),
+		AuthParams:       expandMap(c.AuthorizationParams, exp),
+		TokenHeaders:     expandMap(c.TokenHeaders, exp),
+		Metadata:         c.Metadata,
+		AllowedHosts:     expandList(c.AllowedHosts, exp),
+		CallbackMetadata: c.CallbackMetadata,
+	}
+	if d := c.MetadataDiscovery; d != nil {
+		cfg.Discovery = &connector.Discovery{URL: exp(d.URL), Pick: d.Pick}
 	}
 	if err := c.clientAuth(&cfg, a, exp); err != nil {
 		return err
@@ -252,6 +303,9 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	}
 	if c.CAE != nil && !*c.CAE {
 		cfg.ClientCapabilities = nil
+	}
+	if err := c.provisionMetadata(&cfg); err != nil {
+		return err
 	}
 	c.policy = tokens.Policy{Margin: time.Duration(c.RefreshMargin), Cooldown: time.Duration(c.RefreshCooldown),
 		MaxWait: time.Duration(c.MaxWait), Revalidate: time.Duration(c.RevalidateInterval)}
@@ -343,6 +397,16 @@ func (c *Connector) clientAuth(cfg *connector.Config, a *App, exp func(string) s
 		return fmt.Errorf("connector %s: client_key needs a file or a vault_transit key", c.name)
 	}
 	return nil
+}
+
+func expandList(l []string, exp func(string) string) []string {
+	var out []string
+	for _, s := range l {
+		if s = exp(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func expandMap(m map[string]string, exp func(string) string) map[string]string {

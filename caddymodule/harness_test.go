@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -41,6 +42,7 @@ type testOptions struct {
 	connector string // options of connector demo; AS_URL stands for the token endpoint's server
 	site      string // site directives before oauthconn_connect
 	proxy     string // subdirectives of oauthconn_proxy
+	upstream  string // oauthconn_proxy's upstream; default UP_URL, the upstream's URL
 }
 
 const testCaddyfile = `{
@@ -97,8 +99,13 @@ func startServer(t *testing.T, o testOptions) *testServer {
 		o.publicURL = s.base
 	}
 	o.connector = strings.ReplaceAll(o.connector, "AS_URL", s.as.URL)
+	o.connector = strings.ReplaceAll(o.connector, "UP_URL", s.up.URL)
+	if o.upstream == "" {
+		o.upstream = "UP_URL"
+	}
+	o.upstream = strings.ReplaceAll(o.upstream, "UP_URL", s.up.URL)
 	src := fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
-		port, o.site, s.up.URL, o.proxy)
+		port, o.site, o.upstream, o.proxy)
 	s.src = src
 	s.load(t, src)
 	return s
@@ -235,6 +242,8 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response { return testhttp
 type fakeAS struct {
 	*httptest.Server
 	n atomic.Int64
+	// extra are fields added to every token response, if set.
+	extra atomic.Pointer[map[string]any]
 }
 
 func newFakeAS(t *testing.T) *fakeAS {
@@ -259,10 +268,14 @@ func newFakeAS(t *testing.T) *fakeAS {
 			return
 		}
 		n := as.n.Add(1)
-		json.NewEncoder(w).Encode(map[string]any{
+		resp := map[string]any{
 			"access_token": fmt.Sprintf("at-%d", n), "refresh_token": fmt.Sprintf("rt-%d", n),
 			"token_type": "Bearer", "expires_in": 3600,
-		})
+		}
+		if extra := as.extra.Load(); extra != nil {
+			maps.Copy(resp, *extra)
+		}
+		json.NewEncoder(w).Encode(resp)
 	}))
 	t.Cleanup(as.Close)
 	return as
@@ -272,6 +285,8 @@ func newFakeAS(t *testing.T) *fakeAS {
 type seen struct {
 	Method, Path string
 	Header       http.Header
+	// Host is the Host header; URI the request target as sent.
+	Host, URI string
 }
 
 // fakeUpstream is the API behind the proxy. It answers every request with
@@ -289,7 +304,7 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 	up := &fakeUpstream{}
 	up.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		up.mu.Lock()
-		up.reqs = append(up.reqs, seen{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone()})
+		up.reqs = append(up.reqs, seen{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Host: r.Host, URI: r.RequestURI})
 		up.mu.Unlock()
 		h := w.Header()
 		if r.URL.Path == "/hints" {

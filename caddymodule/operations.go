@@ -35,6 +35,8 @@ type connectorStatus struct {
 	// StoreError is why the store could not be read, when the status is
 	// unavailable, so that the page and the status JSON say what to fix.
 	StoreError string `json:"store_error,omitempty"`
+	// Metadata are the connection's metadata (never secrets).
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // status describes connector c's connection for subject (subjectErr: the
@@ -79,6 +81,7 @@ func (a *App) status(ctx context.Context, c *Connector, subject string, subjectE
 		st.ConnectedAt = &s.ConnectedAt
 	}
 	st.LastError, st.ConnectedBy = s.LastError, s.ConnectedBy
+	st.Metadata = s.Metadata.Map()
 	return st
 }
 

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -55,6 +56,7 @@ const presetCaddyfile = `{
 			client_id imitation-client
 			client_secret imitation-secret
 			refresh_cooldown 1ms
+			%[8]s
 		}
 	}
 }
@@ -103,7 +105,20 @@ func TestPresetThroughTheProxy(t *testing.T) {
 			port := freePort(t)
 			s := &testServer{addr: fmt.Sprintf("127.0.0.1:%d", port), storeDir: t.TempDir()}
 			s.base = "http://" + s.addr
-			s.src = fmt.Sprintf(presetCaddyfile, s.storeDir, s.addr, tc.provider, imi.AuthURL(), imi.TokenURL(), revocation, api.URL)
+			extra := ""
+			if tc.provider == "atlassian" {
+				// The preset asks Atlassian for the site's cloud id after
+				// connecting; here, a server answering as
+				// https://developer.atlassian.com/cloud/jira/platform/oauth-2-3lo-apps/#3-1-get-the-cloudid-for-your-site
+				// documents.
+				sites := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, `[{"id":"1324a887-45db-1bf4-1e99-ef0ff456d421","name":"imitation","url":"https://imitation.atlassian.net","scopes":["read:me"]}]`)
+				}))
+				t.Cleanup(sites.Close)
+				extra = "metadata_discovery " + sites.URL + "/oauth/token/accessible-resources cloud_id 0.id"
+			}
+			s.src = fmt.Sprintf(presetCaddyfile, s.storeDir, s.addr, tc.provider, imi.AuthURL(), imi.TokenURL(), revocation, api.URL, extra)
 			s.load(t, s.src)
 
 			// Connect: the provider is sent the preset's parameters.

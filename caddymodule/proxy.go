@@ -44,9 +44,14 @@ type ProxyHandler struct {
 	// Upstream is the base URL of the API, such as
 	// https://graph.microsoft.com. Its path, if any, is put in front of
 	// the request's path; Host is always the upstream's. Placeholders such
-	// as {env.X} are expanded. A connector with a resource may leave it
-	// empty: the resource URL is then the upstream, and a request for "/"
-	// (after handle_path) goes to the resource URL itself.
+	// as {env.X} are expanded at load. {oauthconn.metadata.<name>} is the
+	// connection's metadata, resolved on each request: such an upstream
+	// must be https (http only on a loopback host) on a host of the
+	// connector's allowed_hosts, or the request gets 502
+	// upstream_not_allowed and nothing is sent. The same placeholders may
+	// be used in header_up values. A connector with a resource may leave
+	// it empty: the resource URL is then the upstream, and a request for
+	// "/" (after handle_path) goes to the resource URL itself.
 	Upstream string `json:"upstream,omitempty"`
 
 	// ReplayLimit is the largest request body, in bytes, that is buffered
@@ -87,8 +92,9 @@ type ProxyHandler struct {
 
 	app      *App
 	conn     *Connector
-	prefix   string
-	exact    bool // "/" is the upstream URL's path itself, without a slash added
+	static   target            // the path prefix of a static upstream
+	meta     *metadataUpstream // set when the upstream depends on metadata
+	plain    *reverseproxy.Handler
 	browsers *browserGate
 	scopes   []string
 	logger   *zap.Logger
@@ -141,18 +147,28 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	if raw == "" && h.conn.Resource != "" {
 		// The resource is the upstream; "/" (or nothing) after
 		// handle_path means the resource itself.
-		raw, h.exact = caddy.NewReplacer().ReplaceKnown(h.conn.Resource, ""), true
+		raw, h.static.exact = caddy.NewReplacer().ReplaceKnown(h.conn.Resource, ""), true
 	}
 	if raw == "" && h.conn.unconfigured() {
 		// Neither connector nor upstream configured yet (the example
 		// before any app is registered): the handler answers 503.
 		return nil
 	}
+	if rp.Headers != nil {
+		b, _ := json.Marshal(rp.Headers)
+		if err := checkMetadataNames(h.conn, "header_up", string(b)); err != nil {
+			return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
+		}
+	}
+	if metadataPlaceholder.MatchString(raw) {
+		return h.provisionMetadataUpstream(ctx, raw)
+	}
 	u, err := parseUpstream(raw)
 	if err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 	}
-	h.prefix = strings.TrimRight(u.Path, "/")
+	h.static.prefix = strings.TrimRight(u.Path, "/")
+	h.static.rawPrefix = strings.TrimRight(u.EscapedPath(), "/")
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
@@ -163,8 +179,13 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 		}
 	}
-	// The upstream is fixed by configuration: its Host, whatever the app
-	// sent; and no credentials of the app's.
+	setHost(rp, u.Host)
+	return rp.Provision(ctx)
+}
+
+// setHost makes rp send Host host (a placeholder for an upstream from
+// metadata): the upstream's, whatever the app sent.
+func setHost(rp *reverseproxy.Handler, host string) {
 	if rp.Headers == nil {
 		rp.Headers = new(headers.Handler)
 	}
@@ -174,8 +195,7 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	if rp.Headers.Request.Set == nil {
 		rp.Headers.Request.Set = http.Header{}
 	}
-	rp.Headers.Request.Set.Set("Host", u.Host)
-	return rp.Provision(ctx)
+	rp.Headers.Request.Set.Set("Host", host)
 }
 
 func parseUpstream(raw string) (*url.URL, error) {
@@ -215,10 +235,14 @@ func withTLS(transport json.RawMessage) (json.RawMessage, error) {
 
 // Cleanup releases the reverse proxy's resources.
 func (h *ProxyHandler) Cleanup() error {
-	if h.ReverseProxy != nil && len(h.ReverseProxy.Upstreams) > 0 {
-		return h.ReverseProxy.Cleanup()
+	var errs []error
+	if h.plain != nil && len(h.plain.Upstreams) > 0 {
+		errs = append(errs, h.plain.Cleanup())
 	}
-	return nil
+	if h.ReverseProxy != nil && len(h.ReverseProxy.Upstreams) > 0 {
+		errs = append(errs, h.ReverseProxy.Cleanup())
+	}
+	return errors.Join(errs...)
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -247,6 +271,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	tok, err := h.token(r.Context(), key, conn)
 	if err != nil {
 		return h.tokenError(w, r, err)
+	}
+	rp, to, err := h.route(r, tok)
+	if err != nil {
+		return h.upstreamError(w, err)
 	}
 
 	// A body of known length within the replay limit can be sent again
@@ -305,7 +333,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		tok, outcome = fresh, "retried"
 		return true
 	}
-	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
+	err = rp.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, to, body), next)
 	if !first.swallowed {
 		first.trailers()
 		return err
@@ -314,13 +342,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return h.tokenError(w, r, retryErr)
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
-	return h.ReverseProxy.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, body), next)
+	// The refreshed token set may carry other metadata.
+	if rp, to, err = h.route(r, tok); err != nil {
+		return h.upstreamError(w, err)
+	}
+	return rp.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, to, body), next)
 }
 
 // upstreamRequest is r as it goes upstream: the app's credentials and flow
 // cookies removed, the connection's token attached, the upstream's path
 // prefix added, and the replayable body (if any) ready for this attempt.
-func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body *replayBody) *http.Request {
+func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody) *http.Request {
 	out := r.WithContext(r.Context())
 	out.Header = r.Header.Clone()
 	dropConnectionHeaders(out.Header)
@@ -330,15 +362,18 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 		h.stripCookies(out)
 	}
 	out.Header.Set("Authorization", "Bearer "+accessToken)
-	if h.prefix != "" {
+	if to.prefix != "" {
 		u := *r.URL
 		switch {
-		case h.exact && (u.Path == "/" || u.Path == ""):
-			u.Path, u.RawPath = h.prefix, ""
+		case to.exact && (u.Path == "/" || u.Path == ""):
+			u.Path, u.RawPath = to.prefix, ""
+			if to.rawPrefix != to.prefix {
+				u.RawPath = to.rawPrefix
+			}
 		default:
-			u.Path = h.prefix + u.Path
-			if u.RawPath != "" {
-				u.RawPath = h.prefix + u.RawPath
+			u.Path = to.prefix + u.Path
+			if u.RawPath != "" || to.rawPrefix != to.prefix {
+				u.RawPath = to.rawPrefix + r.URL.EscapedPath()
 			}
 		}
 		out.URL = &u

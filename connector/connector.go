@@ -129,6 +129,19 @@ type Config struct {
 	Domain string
 	// TokenKind is the slack preset's token: user (default) or bot.
 	TokenKind string
+
+	// Metadata names token response fields kept as the connection's
+	// metadata (see metadata.go).
+	Metadata []string
+	// CallbackMetadata names authorization response (callback query)
+	// parameters kept as the connection's metadata.
+	CallbackMetadata []string
+	// Discovery is a request made after connecting whose answer holds
+	// metadata, if any.
+	Discovery *Discovery
+	// AllowedHosts are the host patterns an upstream that depends on
+	// metadata may resolve to (see HostPattern).
+	AllowedHosts []string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -159,7 +172,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("connector %s: unknown token body format %q", c.Name, c.TokenBody)
 	}
-	return nil
+	return c.ValidateMetadata()
 }
 
 // Connector is a usable connector: a validated Config and its HTTP client.
@@ -169,6 +182,8 @@ type Connector struct {
 	oauth    oauth2.Config
 	client   *http.Client
 	issuer   issuerState
+	// base carries requests that are not token requests (discovery).
+	base http.RoundTripper
 }
 
 // New validates cfg and makes a Connector. base is the HTTP client used for
@@ -227,6 +242,7 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 			Scopes:       cfg.Scopes,
 		},
 		client: &http.Client{Transport: rt, Timeout: cfg.Timeout},
+		base:   base,
 	}
 	if (cfg.ScopeSeparator != "" && cfg.ScopeSeparator != " ") || (cfg.ScopeParam != "" && cfg.ScopeParam != "scope") {
 		// x/oauth2 joins scopes with spaces into scope: the

@@ -66,9 +66,12 @@ type Provider struct {
 	// Setup adjusts the configuration for the preset's own options (the
 	// slack token kind); nil: none.
 	Setup func(cfg *Config) error
-	// DefaultMetadata are token response (or discovery) fields kept with a
-	// connection by default, for upstream URLs that depend on them.
+	// DefaultMetadata are token response fields kept with a connection by
+	// default, for upstream URLs that depend on them.
 	DefaultMetadata []string
+	// MetadataDiscovery is the request made after connecting whose answer
+	// holds metadata kept by default, if any.
+	MetadataDiscovery *Discovery
 	// AllowedHosts are the upstream host patterns allowed by default for
 	// upstream URLs built from connection metadata.
 	AllowedHosts []string

@@ -2,8 +2,10 @@ package connector
 
 import (
 	"context"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -487,7 +489,8 @@ func TestPresetDefaults(t *testing.T) {
 		}
 		p, _ := LookupProvider(name)
 		if cfg.KeepAlive != w.keepAlive || cfg.RotatesRefreshTokens != w.rotates || cfg.DefaultLifetime != w.lifetime ||
-			strings.Join(p.DefaultMetadata, " ") != w.metadata || strings.Join(p.AllowedHosts, " ") != w.hosts {
+			strings.Join(append(slices.Clone(p.DefaultMetadata), slices.Sorted(maps.Keys(discoveryPick(p)))...), " ") != w.metadata ||
+			strings.Join(p.AllowedHosts, " ") != w.hosts {
 			t.Errorf("%s: keepalive %v, rotates %v, lifetime %v, metadata %v, hosts %v; want %+v",
 				name, cfg.KeepAlive, cfg.RotatesRefreshTokens, cfg.DefaultLifetime, p.DefaultMetadata, p.AllowedHosts, w)
 		}
@@ -505,4 +508,13 @@ func TestPresetDefaults(t *testing.T) {
 		cfg.AuthParams["prompt"] != "select_account" || cfg.AuthParams["access_type"] != "offline" {
 		t.Errorf("configured values lost: %+v", cfg)
 	}
+}
+
+// discoveryPick is what the preset's discovery request after connecting
+// keeps.
+func discoveryPick(p *Provider) map[string]string {
+	if p.MetadataDiscovery == nil {
+		return nil
+	}
+	return p.MetadataDiscovery.Pick
 }

@@ -25,6 +25,9 @@ var _ = register(&Provider{
 	APIBase:              "https://api.atlassian.com/ex/jira/{cloud_id}",
 	RotatesRefreshTokens: true,
 	KeepAlive:            30 * 24 * time.Hour,
-	DefaultMetadata:      []string{"cloud_id"},
-	AllowedHosts:         []string{"api.atlassian.com"},
+	// The site's cloud id, which the REST paths need, is the first
+	// accessible resource's id:
+	// https://developer.atlassian.com/cloud/jira/platform/oauth-2-3lo-apps/#3-1-get-the-cloudid-for-your-site
+	MetadataDiscovery: &Discovery{URL: "https://api.atlassian.com/oauth/token/accessible-resources", Pick: map[string]string{"cloud_id": "0.id"}},
+	AllowedHosts:      []string{"api.atlassian.com"},
 })

@@ -149,7 +149,7 @@ func (k *Keeper) redeem(j job, rec record, l lease, lv int) (Token, error, bool)
 	cancel()
 	now := k.now()
 	if err == nil {
-		next := FromOAuth2(ot, rec.tok, now)
+		next := fromResponse(j.r, ot, rec.tok, now)
 		tok, err := k.commit(j, &pendingWrite{rec: record{tok: next}, cas: lv, base: rec.tok.RefreshToken, triggers: []string{j.trigger}})
 		return tok, err, false
 	}

@@ -265,7 +265,7 @@ func (k *Keeper) Import(ctx context.Context, key Key, refreshToken, connectedBy 
 	if err != nil {
 		return Token{}, fmt.Errorf("redeeming the imported refresh token: %w", err)
 	}
-	return k.replace(key, FromOAuth2(ot, Token{RefreshToken: refreshToken}, k.now()), connectedBy)
+	return k.replace(key, fromResponse(r, ot, Token{RefreshToken: refreshToken}, k.now()), connectedBy)
 }
 
 // Save stores a token set obtained by authorizing (a code exchange) by the
@@ -273,10 +273,18 @@ func (k *Keeper) Import(ctx context.Context, key Key, refreshToken, connectedBy 
 // held: it is a new grant, with a new generation. The write is not
 // cancelled with ctx: a person's consent is not thrown away half way.
 func (k *Keeper) Save(ctx context.Context, key Key, ot *oauth2.Token, connectedBy string) (Token, error) {
+	return k.SaveWithMetadata(ctx, key, ot, connectedBy, nil)
+}
+
+// SaveWithMetadata is Save for a connection whose metadata (from the token
+// response, the authorization response and discovery) is already picked.
+func (k *Keeper) SaveWithMetadata(ctx context.Context, key Key, ot *oauth2.Token, connectedBy string, metadata map[string]string) (Token, error) {
 	if err := key.Validate(); err != nil {
 		return Token{}, err
 	}
-	return k.replace(key, FromOAuth2(ot, Token{}, k.now()), connectedBy)
+	tok := FromOAuth2(ot, Token{}, k.now())
+	tok.Metadata = NewMetadata(metadata)
+	return k.replace(key, tok, connectedBy)
 }
 
 // replace writes tok as the connection's new grant.
@@ -342,6 +350,8 @@ type Status struct {
 	// LastError describes the last refresh failure in plain words.
 	LastError   string
 	LastErrorAt time.Time
+	// Metadata are the connection's metadata (never secrets).
+	Metadata Metadata
 }
 
 // Status reads the connection's state from the store.
@@ -363,7 +373,7 @@ func (k *Keeper) Status(ctx context.Context, key Key) (Status, error) {
 			s.State, s.Reason, s.Since = rec.state, rec.reason, rec.since
 			return s, nil
 		}
-		s.Connected, s.Expiry = true, t.Expiry
+		s.Connected, s.Expiry, s.Metadata = true, t.Expiry, t.Metadata
 		s.Usable = t.Usable(now) || t.Refreshable(now)
 		return s, nil
 	}
@@ -386,7 +396,7 @@ func (k *Keeper) Status(ctx context.Context, key Key) (Status, error) {
 		s.State, s.Reason, s.Since = rec.state, rec.reason, rec.since
 		return s, nil
 	}
-	s.Connected, s.Expiry = true, t.Expiry
+	s.Connected, s.Expiry, s.Metadata = true, t.Expiry, t.Metadata
 	s.Usable = t.Usable(now) || t.Refreshable(now)
 	return s, nil
 }

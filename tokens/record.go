@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -20,6 +21,11 @@ import (
 //     token record from a record of its own.
 //
 // Versions 1 and 2 are read as version 3 and written back as version 3.
+// A version 3 record may also hold the connection's metadata, one field
+// "metadata.<name>" each: optional fields, so the schema version stays 3.
+// A release that does not know them drops them when it refreshes; values
+// that come with every token response (Salesforce's instance_url) return
+// with the next refresh, the others with the next connect.
 // A release that reads at most version 2 refuses version 3 records (503
 // token_unavailable) rather than refreshing without honouring the lease:
 // upgrade every replica sharing a store together.
@@ -71,6 +77,9 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
+// metadataPrefix starts the record fields that hold metadata.
+const metadataPrefix = "metadata."
+
 func (r record) fields() map[string]string {
 	t := r.tok
 	m := map[string]string{"schema": schemaVersion}
@@ -101,6 +110,11 @@ func (r record) fields() map[string]string {
 	putTime("expiry", t.Expiry, time.RFC3339)
 	putTime("refresh_expiry", t.RefreshExpiry, time.RFC3339)
 	putTime("obtained_at", t.ObtainedAt, time.RFC3339)
+	if t.Metadata.v != nil {
+		for k, v := range t.Metadata.v.m {
+			put(metadataPrefix+k, v)
+		}
+	}
 	put("lease_holder", r.lease.holder)
 	putTime("lease_until", r.lease.until, time.RFC3339Nano)
 	return m
@@ -140,6 +154,16 @@ func parseRecord(m map[string]string) (record, error) {
 		reason: m["reason"],
 		lease:  lease{holder: m["lease_holder"]},
 	}
+	var md map[string]string
+	for k, v := range m {
+		if name, ok := strings.CutPrefix(k, metadataPrefix); ok && r.state == Active {
+			if md == nil {
+				md = map[string]string{}
+			}
+			md[name] = v
+		}
+	}
+	r.tok.Metadata = NewMetadata(md)
 	for field, dst := range map[string]*time.Time{
 		"expiry": &r.tok.Expiry, "refresh_expiry": &r.tok.RefreshExpiry,
 		"obtained_at": &r.tok.ObtainedAt, "connected_at": &r.tok.ConnectedAt,

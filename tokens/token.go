@@ -9,6 +9,8 @@ package tokens
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"net/url"
 	"strconv"
 	"strings"
@@ -119,6 +121,64 @@ type Token struct {
 	// from reading a token set is conditional on its generation, so that
 	// nothing begun for one grant changes the connection made after it.
 	Generation string
+	// Metadata are the connection's named, non-secret values (such as
+	// Salesforce's instance_url), kept from the token responses, the
+	// authorization response or a discovery request.
+	Metadata Metadata
+}
+
+// Metadata is a connection's named values. It is never changed once made
+// (a token set with other values gets another), and compares by identity,
+// so that a Token stays comparable. The zero Metadata is empty.
+type Metadata struct{ v *metadataValues }
+
+type metadataValues struct{ m map[string]string }
+
+// NewMetadata makes Metadata of a copy of m.
+func NewMetadata(m map[string]string) Metadata {
+	if len(m) == 0 {
+		return Metadata{}
+	}
+	return Metadata{&metadataValues{maps.Clone(m)}}
+}
+
+// Get returns the value named name.
+func (md Metadata) Get(name string) (string, bool) {
+	if md.v == nil {
+		return "", false
+	}
+	v, ok := md.v.m[name]
+	return v, ok
+}
+
+// Len returns how many values there are.
+func (md Metadata) Len() int {
+	if md.v == nil {
+		return 0
+	}
+	return len(md.v.m)
+}
+
+// All yields the values.
+func (md Metadata) All() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		if md.v == nil {
+			return
+		}
+		for k, v := range md.v.m {
+			if !yield(k, v) {
+				return
+			}
+		}
+	}
+}
+
+// Map returns a copy of the values (nil if there are none).
+func (md Metadata) Map() map[string]string {
+	if md.v == nil {
+		return nil
+	}
+	return maps.Clone(md.v.m)
 }
 
 // Usable reports whether the access token may still be sent at now.
@@ -166,6 +226,7 @@ func FromOAuth2(ot *oauth2.Token, prev Token, now time.Time) Token {
 		ConnectedAt:  prev.ConnectedAt,
 		ConnectedBy:  prev.ConnectedBy,
 		Generation:   prev.Generation,
+		Metadata:     prev.Metadata,
 	}
 	if s, ok := ot.Extra("scope").(string); ok {
 		t.Scope = s
@@ -183,6 +244,44 @@ func FromOAuth2(ot *oauth2.Token, prev Token, now time.Time) Token {
 		t.ConnectedAt = now
 	}
 	return t
+}
+
+// MetadataPicker is implemented by a Refresher that keeps fields of token
+// responses as the connection's metadata (*connector.Connector does).
+type MetadataPicker interface {
+	PickMetadata(ot *oauth2.Token) map[string]string
+}
+
+// fromResponse is FromOAuth2 plus the metadata r picks from the response:
+// a field the response has replaces the connection's value, one it lacks
+// keeps it.
+func fromResponse(r Refresher, ot *oauth2.Token, prev Token, now time.Time) Token {
+	t := FromOAuth2(ot, prev, now)
+	if p, ok := r.(MetadataPicker); ok {
+		t.Metadata = mergeMetadata(prev.Metadata, p.PickMetadata(ot))
+	}
+	return t
+}
+
+// mergeMetadata returns old with the values of picked put over it: old
+// itself if nothing changes.
+func mergeMetadata(old Metadata, picked map[string]string) Metadata {
+	changed := false
+	for k, v := range picked {
+		if cur, ok := old.Get(k); !ok || cur != v {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return old
+	}
+	out := old.Map()
+	if out == nil {
+		out = make(map[string]string, len(picked))
+	}
+	maps.Copy(out, picked)
+	return Metadata{&metadataValues{out}}
 }
 
 func extraSeconds(ot *oauth2.Token, key string) int64 {

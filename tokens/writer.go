@@ -206,7 +206,7 @@ func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
 	cancel()
 	now = k.now()
 	if err == nil {
-		next := FromOAuth2(ot, tok, now)
+		next := fromResponse(j.r, ot, tok, now)
 		k.cache.update(j.key, func(e *entry) {
 			if e.pending != pw {
 				return
