@@ -25,6 +25,12 @@ func Preset(cfg *Config, tenant string) error {
 		setDefault(&cfg.TokenURL, base+"token")
 		if len(cfg.Scopes) == 0 {
 			cfg.Scopes = []string{"https://graph.microsoft.com/.default", "offline_access"}
+			if cfg.Grant == GrantClientCredentials {
+				// The application's token: the permissions granted
+				// to the app, and no refresh token to ask for.
+				// https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+				cfg.Scopes = cfg.Scopes[:1]
+			}
 		}
 		if cfg.AuthStyle == "" {
 			cfg.AuthStyle = AuthPost
