@@ -15,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 )
 
 func init() {
@@ -82,6 +84,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			keepalive           <duration>|off
 //			authorization_param <name> <value>
 //			token_header        <name> <value>
+//			grant               authorization_code|client_credentials|on_behalf_of|token_exchange
+//			audience            <uri>
+//			resource            <uri>
+//			requested_token_type <uri>
+//			exchange_cache_size <n>
 //		}
 //	}
 //
@@ -280,6 +287,24 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = durationOrOff(d, &c.RevalidateInterval)
 		case "keepalive":
 			err = durationOrOff(d, &c.KeepAlive)
+		case "grant":
+			err = oneArg(d, &c.Grant)
+			if _, perr := connector.ParseGrant(c.Grant); err == nil && perr != nil && !strings.Contains(c.Grant, "{") {
+				err = d.Errf("connector %s: %v", name, perr)
+			}
+		case "audience":
+			err = oneArg(d, &c.Audience)
+		case "resource":
+			err = oneArg(d, &c.Resource)
+		case "requested_token_type":
+			err = oneArg(d, &c.RequestedTokenType)
+		case "exchange_cache_size":
+			var v string
+			if err = oneArg(d, &v); err == nil {
+				if c.ExchangeCacheSize, err = strconv.Atoi(v); err != nil || c.ExchangeCacheSize < 1 {
+					err = d.Errf("connector %s: exchange_cache_size must be a positive number, got %q", name, v)
+				}
+			}
 		case "authorization_param", "token_header":
 			args := d.RemainingArgs()
 			if len(args) != 2 {

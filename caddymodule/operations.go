@@ -35,6 +35,10 @@ type connectorStatus struct {
 	// StoreError is why the store could not be read, when the status is
 	// unavailable, so that the page and the status JSON say what to fix.
 	StoreError string `json:"store_error,omitempty"`
+	// Grant is the connector's grant when it is not the authorization
+	// code's; Token then says what the proxy holds (grant.go).
+	Grant string `json:"grant,omitempty"`
+	Token string `json:"token,omitempty"`
 }
 
 // status describes connector c's connection for subject (subjectErr: the
@@ -44,6 +48,9 @@ func (a *App) status(ctx context.Context, c *Connector, subject string, subjectE
 	if c.conn == nil {
 		st.Status, st.AuthorizeURL = "unconfigured", ""
 		return st
+	}
+	if !c.authorizes() {
+		return grantStatus(st, c)
 	}
 	if c.Subject != "" {
 		st.PerUser, st.Subject = true, subject
