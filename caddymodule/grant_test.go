@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,5 +226,27 @@ func TestGrantConfigErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestReadmeGrantExamples loads the README's Microsoft grant connectors.
+func TestReadmeGrantExamples(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MS_TENANT_ID", "contoso.onmicrosoft.com")
+	t.Setenv("MS_CLIENT_ID", "00000000-0000-0000-0000-000000000001")
+	t.Setenv("MS_CLIENT_SECRET", "secret")
+	for _, name := range []string{"graph_app", "graph_obo"} {
+		_, rest, ok := strings.Cut(string(b), "```caddyfile\nconnector "+name+" {\n")
+		block, _, ok2 := strings.Cut(rest, "\n}\n```")
+		if !ok || !ok2 {
+			t.Fatalf("the README's connector %s example is gone; update this test", name)
+		}
+		src := global("public_url http://localhost:8080\nconnector " + name + " {\n" + block + "\n}")
+		if err := load(src); err != nil {
+			t.Errorf("README connector %s: %v", name, err)
+		}
 	}
 }
