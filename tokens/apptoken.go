@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -168,7 +169,7 @@ func unavailable(err error, wait time.Duration) error {
 		wait = time.Second
 	}
 	if connector.ClassOf(err) == connector.ClientRejected {
-		return &UnavailableError{RetryAfter: wait, Err: errors.Join(ErrMisconfigured, err)}
+		return &UnavailableError{RetryAfter: wait, Err: fmt.Errorf("%w: %w", ErrMisconfigured, err)}
 	}
 	return &UnavailableError{RetryAfter: wait, Err: err}
 }
