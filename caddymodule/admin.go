@@ -107,7 +107,7 @@ func (a *App) adminStatus(w http.ResponseWriter, r *http.Request) error {
 		if c.Subject != "" && subject == "" {
 			// Per user: how many connections, not whose.
 			st := connectorStatus{Name: name, Provider: c.Provider, PerUser: true, Status: "per_user"}
-			if c.conn == nil {
+			if c.unconfigured() {
 				st.Status = "unconfigured"
 			} else if names, err := a.store.List(r.Context(), "tokens/"+name); err != nil {
 				st.Status = "unavailable"
@@ -134,10 +134,11 @@ func (a *App) adminRefresh(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if c.conn == nil {
-		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s is unconfigured", c.name)}
+	conn, err := a.adminClient(r.Context(), c)
+	if err != nil {
+		return err
 	}
-	tok, refreshed, err := a.keeper.ForceRefresh(r.Context(), tokens.Key{Connector: c.name, Subject: subject}, c.conn)
+	tok, refreshed, err := a.keeper.ForceRefresh(r.Context(), tokens.Key{Connector: c.name, Subject: subject}, conn)
 	if err != nil {
 		return adminTokenError(c.name, err)
 	}
@@ -168,8 +169,9 @@ func (a *App) adminImport(w http.ResponseWriter, r *http.Request) error {
 	if c == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown connector %q", r.PathValue("name"))}
 	}
-	if c.conn == nil {
-		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s is unconfigured", c.name)}
+	conn, err := a.adminClient(r.Context(), c)
+	if err != nil {
+		return err
 	}
 	var body struct {
 		RefreshToken string `json:"refresh_token"`
@@ -181,7 +183,7 @@ func (a *App) adminImport(w http.ResponseWriter, r *http.Request) error {
 	if err := adminSubject(c, body.Subject); err != nil {
 		return err
 	}
-	tok, err := a.keeper.Import(r.Context(), tokens.Key{Connector: c.name, Subject: body.Subject}, body.RefreshToken, "admin import", c.conn)
+	tok, err := a.keeper.Import(r.Context(), tokens.Key{Connector: c.name, Subject: body.Subject}, body.RefreshToken, "admin import", conn)
 	if err != nil {
 		return adminTokenError(c.name, err)
 	}

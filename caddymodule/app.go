@@ -124,6 +124,9 @@ type App struct {
 	stopSweep  context.CancelFunc
 	sweepDone  chan struct{}
 	background *sync.WaitGroup // keep-alive passes, from Start to Stop
+	// challenges are the claims challenges this configuration recorded
+	// (cae.go).
+	challenges *challengeMemo
 	// releaseLock gives back this configuration's hold on the process's
 	// instance lock (instance.go).
 	releaseLock func()
@@ -286,7 +289,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.telemetry.unconfigured = func(name string) bool {
 		c := a.Connectors[name]
-		return c == nil || c.conn == nil
+		return c == nil || c.unconfigured()
 	}
 	store = observedStore{RecordStore: store, t: a.telemetry}
 	a.store = store
@@ -297,6 +300,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Observer: a.telemetry,
 	})
 	a.flows = flow.New(store, time.Duration(a.FlowTTL), nil)
+	a.challenges = new(challengeMemo)
 
 	// The connectors.
 	for name, c := range a.Connectors {
@@ -313,7 +317,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // Validate checks the configuration; it is fast and makes no network calls.
 func (a *App) Validate() error {
 	for _, name := range a.connectorNames() {
-		if c := a.Connectors[name]; c.conn != nil && c.authorizes() && a.public == nil && c.RedirectURI == "" {
+		if c := a.Connectors[name]; !c.unconfigured() && c.authorizes() && a.public == nil && c.RedirectURI == "" {
 			return fmt.Errorf("oauthconn: connector %s: public_url (or the connector's redirect_uri) is required", name)
 		}
 	}
@@ -324,7 +328,7 @@ func (a *App) Validate() error {
 // authorization states and the keep-alive passes.
 func (a *App) Start() (err error) {
 	for _, name := range a.connectorNames() {
-		if c := a.Connectors[name]; c.conn == nil {
+		if c := a.Connectors[name]; c.unconfigured() {
 			a.logger.Warn("connector is unconfigured: client_id is empty; its routes answer 503 until it is set",
 				zap.String("connector", name))
 		}

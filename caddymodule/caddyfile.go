@@ -84,9 +84,12 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			keepalive           <duration>|off
 //			authorization_param <name> <value>
 //			token_header        <name> <value>
+//			resource            <url>
+//			registration        dynamic|metadata_document|static
+//			cae                 on|off
 //			grant               authorization_code|client_credentials|on_behalf_of|token_exchange
 //			audience            <uri>
-//			resource            <uri>
+//			exchange_resource   <uri>
 //			requested_token_type <uri>
 //			exchange_cache_size <n>
 //		}
@@ -277,6 +280,15 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 					err = d.Errf("connector %s: pkce must be on or off, got %q", name, v)
 				}
 			}
+		case "cae":
+			var v string
+			if err = oneArg(d, &v); err == nil {
+				if v != "on" && v != "off" {
+					err = d.Errf("connector %s: cae must be on or off, got %q", name, v)
+				}
+				on := v == "on"
+				c.CAE = &on
+			}
 		case "refresh_margin":
 			err = durationArg(d, &c.RefreshMargin)
 		case "refresh_cooldown":
@@ -294,8 +306,8 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			}
 		case "audience":
 			err = oneArg(d, &c.Audience)
-		case "resource":
-			err = oneArg(d, &c.Resource)
+		case "exchange_resource":
+			err = oneArg(d, &c.ExchangeResource)
 		case "requested_token_type":
 			err = oneArg(d, &c.RequestedTokenType)
 		case "exchange_cache_size":
@@ -304,6 +316,13 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 				if c.ExchangeCacheSize, err = strconv.Atoi(v); err != nil || c.ExchangeCacheSize < 1 {
 					err = d.Errf("connector %s: exchange_cache_size must be a positive number, got %q", name, v)
 				}
+			}
+		case "resource":
+			err = oneArg(d, &c.Resource)
+		case "registration":
+			err = oneArg(d, &c.Registration)
+			if err == nil && c.Registration != registrationDynamic && c.Registration != registrationDocument && c.Registration != registrationStatic {
+				err = d.Errf("connector %s: registration must be dynamic, metadata_document or static, got %q", name, c.Registration)
 			}
 		case "authorization_param", "token_header":
 			args := d.RemainingArgs()
@@ -557,26 +576,33 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 
 // UnmarshalCaddyfile sets up the handler:
 //
-//	oauthconn_proxy [<matcher>] <connector> <upstream URL> {
+//	oauthconn_proxy [<matcher>] <connector> [<upstream URL>] {
 //		replay_limit   <size>
 //		allow_browsers <origin...>
 //		pass_cookies   <name...>
+//		scopes         <scope...>
 //		# …any reverse_proxy subdirective: header_up, header_down,
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// allow_browsers and pass_cookies may be repeated; their arguments add up. The upstream URL is
-// fixed (to and dynamic are not allowed). Use it inside
+// allow_browsers, pass_cookies and scopes may be repeated; their arguments
+// add up. With scopes, the token attached is one for those scopes, obtained
+// with the connection's refresh token, instead of the connection's own. The upstream URL is
+// fixed (to and dynamic are not allowed); a connector with a resource may
+// omit it, the resource URL being the upstream. Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	directive := d.Token()
 	args := d.RemainingArgs()
-	if len(args) != 2 {
+	if len(args) != 1 && len(args) != 2 {
 		return d.Errf("oauthconn_proxy takes a connector name and an upstream URL, got %d arguments", len(args))
 	}
-	p.Connector, p.Upstream = args[0], args[1]
+	p.Connector = args[0]
+	if len(args) == 2 {
+		p.Upstream = args[1]
+	}
 
 	// Subdirectives other than ours are reverse_proxy's: collect their
 	// tokens into a reverse_proxy directive and let it parse them.
@@ -611,6 +637,12 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("pass_cookies takes one or more cookie names")
 			}
 			p.PassCookies = append(p.PassCookies, names...)
+		case "scopes":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return d.Err("scopes takes one or more scopes, such as https://contoso.sharepoint.com/.default")
+			}
+			p.Scopes = append(p.Scopes, scopes...)
 		case "to", "dynamic":
 			return d.Errf("oauthconn_proxy: %s is not allowed; the upstream is the URL argument", d.Val())
 		default:

@@ -72,6 +72,7 @@ func (h *ConnectHandler) Provision(ctx caddy.Context) error {
 	mux.HandleFunc("DELETE "+b+"/connectors/{name}", h.disconnect)
 	mux.HandleFunc("POST "+b+"/connectors/{name}/disconnect", h.disconnectForm)
 	mux.HandleFunc("GET "+b+"/assets/{file}", serveAsset)
+	mux.HandleFunc("GET "+b+"/clients/{name}", h.clientDocument)
 	mux.HandleFunc("GET "+b+"/readyz", h.readyz)
 	mux.HandleFunc("GET "+b+"/livez", h.livez)
 	mux.HandleFunc("GET "+b+"/{$}", h.page)
@@ -168,7 +169,7 @@ func (h *ConnectHandler) lookup(w http.ResponseWriter, name string) *Connector {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown_connector", Connector: name})
 		return nil
 	}
-	if c.conn == nil {
+	if c.unconfigured() {
 		writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: name,
 			Message: "the connector has no client_id; register the app with the provider and configure it"})
 		return nil
@@ -222,20 +223,28 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		writeSubjectError(w, c.name, err)
 		return
 	}
+	challenge := r.URL.Query().Get("challenge")
 	if r.Method != http.MethodPost && !h.app.navigationIntended(r) {
 		// Another site led here: the user confirms with a same-origin
 		// form before anything starts.
 		writePage(w, http.StatusOK, "confirm.html", map[string]any{
 			"Connector": c.name, "Subject": subject, "ReturnTo": returnTo, "Popup": popup,
-			"Action": h.app.BasePath + "/connectors/" + url.PathEscape(c.name) + "/authorize",
+			"Action": h.app.BasePath + "/connectors/" + url.PathEscape(c.name) + "/authorize" + challengeQuery(challenge),
 			"Back":   h.app.BasePath + "/",
 		})
 		return
 	}
 
+	// A resource connector finds its authorization server first; a refusal
+	// starts no flow.
+	conn, err := c.client(r.Context())
+	if err != nil {
+		h.discoveryFailed(w, r, c, err, form || r.Method != http.MethodPost)
+		return
+	}
 	// Learn ahead of the callback whether the server sends iss (RFC 9207).
 	go func(ctx context.Context) {
-		if err := c.conn.Discover(ctx); err != nil {
+		if err := conn.Discover(ctx); err != nil {
 			h.logger.Warn("authorization server metadata", zap.String("connector", c.name), zap.Error(err))
 		}
 	}(context.WithoutCancel(r.Context()))
@@ -258,7 +267,7 @@ func (h *ConnectHandler) authorize(w http.ResponseWriter, r *http.Request) {
 		h.abandon(r.Context(), id, binding)
 	}
 	http.SetCookie(w, cookies.New(c.name, started))
-	authURL := c.conn.AuthCodeURL(started.State, started.Verifier)
+	authURL := h.authCodeURL(r, c, conn, subject, challenge, started)
 	h.logger.Info("authorization started", zap.String("connector", c.name))
 	h.app.telemetry.authorization(c.name, "started")
 	switch {
@@ -332,13 +341,19 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 	h.app.pending.done(id)
 	log := h.logger.With(zap.String("connector", fl.Connector))
 	c := h.app.Connectors[fl.Connector]
-	if c == nil || c.conn == nil {
+	if c == nil || c.unconfigured() {
 		fail(http.StatusBadRequest, "The connector of this authorization is no longer configured.", "", "connector_gone")
+		return
+	}
+	conn, err := c.client(r.Context())
+	if err != nil {
+		log.Warn("discovering the connector's authorization server", zap.Error(err))
+		fail(http.StatusBadGateway, "The connector's authorization server could not be discovered.", discoveryDetail(err), "discovery_failed")
 		return
 	}
 	// Mix-up defence (RFC 9207): the response must come from this
 	// connector's authorization server.
-	if err := c.conn.CheckIssuer(r.Context(), cb.Iss); err != nil {
+	if err := conn.CheckIssuer(r.Context(), cb.Iss); err != nil {
 		log.Warn("authorization response from another issuer", zap.Error(err))
 		fail(http.StatusBadRequest, "The authorization response did not come from this connector's authorization server.", "", "issuer_mismatch")
 		return
@@ -348,8 +363,11 @@ func (h *ConnectHandler) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "The provider did not authorize the connection.", cb.Error+describe(cb.ErrorDescription), "provider_error")
 		return
 	}
-	tok, err := c.conn.Exchange(r.Context(), cb.Code, fl.Verifier)
+	tok, err := conn.Exchange(r.Context(), cb.Code, fl.Verifier)
 	if err != nil {
+		if c.res != nil && errors.Is(err, connector.ErrClientRejected) {
+			c.res.clientRejected(context.WithoutCancel(r.Context()))
+		}
 		// The provider answering with an error and the provider not
 		// answering call for different remedies: start again, or wait.
 		// Only the status and the RFC 6749 code are logged, never the

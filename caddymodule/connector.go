@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -119,6 +120,35 @@ type Connector struct {
 	// preset sets Notion-Version).
 	TokenHeaders map[string]string `json:"token_headers,omitempty"`
 
+	// Resource makes this a connector to a self-describing protected
+	// resource, such as a remote MCP server: its URL (https, or http on a
+	// loopback host). Everything else is discovered on first use (the
+	// resource's metadata, RFC 9728, names the authorization server, whose
+	// metadata, RFC 8414 or OpenID Connect Discovery, names the
+	// endpoints), and the resource indicator (RFC 8707) is sent on
+	// authorization, code exchange and refresh. provider,
+	// authorization_url, token_url, issuer and revocation_url are not
+	// allowed with it. oauthconn_proxy may then omit its upstream.
+	Resource string `json:"resource,omitempty"`
+
+	// Registration is how a resource connector gets its client:
+	// "dynamic" (RFC 7591 dynamic client registration, once for every
+	// replica sharing the store), "metadata_document" (the client_id is
+	// the URL of the client ID metadata document this proxy serves at
+	// {public_url}{base_path}/clients/<connector>) or "static" (client_id
+	// and client_secret given). Default: static with a client_id, else
+	// dynamic.
+	Registration string `json:"registration,omitempty"`
+
+	// CAE turns Continuous Access Evaluation on or off for the microsoft
+	// preset: on, the connector declares the cp1 client capability (the
+	// claims parameter of authorization and token requests), and Graph
+	// and SharePoint may revoke its tokens at once (a disabled user, a
+	// changed password) and answer with claims challenges, which the
+	// proxy hands to the app as 401 authorization_required. Only the
+	// microsoft provider takes it. Default: on.
+	CAE *bool `json:"cae,omitempty"`
+
 	// Grant is how the proxy gets its tokens: "authorization_code" (the
 	// default: a person authorizes a connection once), "client_credentials"
 	// (the application's own token, for no user: no authorization_url,
@@ -134,9 +164,10 @@ type Connector struct {
 	// token_exchange.
 	Audience string `json:"audience,omitempty"`
 
-	// Resource is RFC 8693's resource parameter of a token exchange: the
-	// upstream's URI. Only with grant token_exchange.
-	Resource string `json:"resource,omitempty"`
+	// ExchangeResource is RFC 8693's resource parameter of a token
+	// exchange: the upstream's URI. Only with grant token_exchange (a
+	// resource connector's resource is the resource option).
+	ExchangeResource string `json:"exchange_resource,omitempty"`
 
 	// RequestedTokenType is RFC 8693's requested_token_type. Only with
 	// grant token_exchange. Default:
@@ -149,7 +180,8 @@ type Connector struct {
 	ExchangeCacheSize int `json:"exchange_cache_size,omitempty"`
 
 	name      string
-	conn      *connector.Connector // nil when unconfigured
+	conn      *connector.Connector // nil when unconfigured or a resource connector
+	res       *resourceClient      // a resource connector's client, found on first use
 	policy    tokens.Policy
 	keepAlive time.Duration
 	grant     connector.Grant
@@ -162,7 +194,12 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 		return fmt.Errorf("connector name %q: %w", name, err)
 	}
 	c.name = name
-	if c.ClientID == "" {
+	if c.Resource != "" {
+		if err := c.checkResource(); err != nil {
+			return err
+		}
+	}
+	if c.ClientID == "" && c.Resource == "" {
 		// Not a placeholder that expands to empty (that is
 		// "unconfigured"), but no client_id at all.
 		return fmt.Errorf("connector %s: client_id is required (use a placeholder such as {env.CLIENT_ID} to configure it later)", name)
@@ -197,6 +234,12 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	if err := connector.Preset(&cfg, exp(c.Tenant)); err != nil {
 		return err
 	}
+	if c.CAE != nil && cfg.Provider != "microsoft" {
+		return fmt.Errorf("connector %s: cae applies to the microsoft provider only", name)
+	}
+	if c.CAE != nil && !*c.CAE {
+		cfg.ClientCapabilities = nil
+	}
 	c.policy = tokens.Policy{Margin: time.Duration(c.RefreshMargin), Cooldown: time.Duration(c.RefreshCooldown),
 		MaxWait: time.Duration(c.MaxWait), Revalidate: time.Duration(c.RevalidateInterval)}
 	if c.MaxWait < 0 {
@@ -219,6 +262,9 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	}
 	if c.policy.Cooldown == 0 {
 		c.policy.Cooldown = 30 * time.Second
+	}
+	if c.Resource != "" {
+		return c.provisionResource(cfg, a, exp)
 	}
 	if cfg.ClientID == "" {
 		return nil // unconfigured: reported at start, 503 on use
@@ -244,6 +290,24 @@ func expandMap(m map[string]string, exp func(string) string) map[string]string {
 	}
 	return out
 }
+
+// unconfigured reports whether the connector cannot be used until its
+// configuration is completed (a client_id that expands to empty).
+func (c *Connector) unconfigured() bool { return c.conn == nil && c.res == nil }
+
+// client returns the connector's OAuth client: the configured one, or a
+// resource connector's, discovered on first use.
+func (c *Connector) client(ctx context.Context) (*connector.Connector, error) {
+	if c.res != nil {
+		return c.res.get(ctx)
+	}
+	if c.conn == nil {
+		return nil, errUnconfigured
+	}
+	return c.conn, nil
+}
+
+var errUnconfigured = errors.New("the connector has no client_id; configure it")
 
 // Errors of subject evaluation; their text is safe to show.
 var (

@@ -71,6 +71,15 @@ func (d *doctorRun) add(level, conn, check, msg, fix string) {
 }
 
 func (d *doctorRun) connector(ctx context.Context, c *Connector) {
+	if c.res != nil {
+		conn, err := c.client(ctx)
+		if err != nil {
+			d.add("error", c.name, "discovery", err.Error(), "check the resource URL and that its authorization server is reachable")
+			return
+		}
+		d.add("ok", c.name, "discovery", "the resource's authorization server is "+conn.Config().Issuer, "")
+		return
+	}
 	if c.conn == nil {
 		d.add("warn", c.name, "client_id", "the connector is unconfigured: client_id is empty, so its routes answer 503",
 			"register the app with the provider and set client_id (and client_secret)")

@@ -34,8 +34,11 @@ func (c *Connector) provisionGrant(cfg *connector.Config, exp func(string) strin
 	if g == connector.GrantClientCredentials && c.Subject != "" {
 		return fmt.Errorf("connector %s: grant client_credentials gets the application's own token, for no user: remove subject", c.name)
 	}
-	if g != connector.GrantTokenExchange && (c.Audience != "" || c.Resource != "" || c.RequestedTokenType != "") {
-		return fmt.Errorf("connector %s: audience, resource and requested_token_type are options of grant token_exchange", c.name)
+	if g != connector.GrantTokenExchange && (c.Audience != "" || c.ExchangeResource != "" || c.RequestedTokenType != "") {
+		return fmt.Errorf("connector %s: audience, exchange_resource and requested_token_type are options of grant token_exchange", c.name)
+	}
+	if !g.Authorizes() && c.Resource != "" {
+		return fmt.Errorf("connector %s: grant %s does not work with a resource connector (resource); give token_url instead", c.name, g)
 	}
 	if c.ExchangeCacheSize < 0 {
 		return fmt.Errorf("connector %s: exchange_cache_size must not be negative", c.name)
@@ -43,7 +46,7 @@ func (c *Connector) provisionGrant(cfg *connector.Config, exp func(string) strin
 	if c.ExchangeCacheSize != 0 && !g.Exchanges() {
 		return fmt.Errorf("connector %s: exchange_cache_size is an option of grants on_behalf_of and token_exchange", c.name)
 	}
-	cfg.Audience, cfg.Resource, cfg.RequestedTokenType = exp(c.Audience), exp(c.Resource), exp(c.RequestedTokenType)
+	cfg.Audience, cfg.ExchangeResource, cfg.RequestedTokenType = exp(c.Audience), exp(c.ExchangeResource), exp(c.RequestedTokenType)
 	switch {
 	case g == connector.GrantClientCredentials:
 		c.appToken = tokens.NewAppToken(nil)
@@ -84,8 +87,8 @@ func (h *ProxyHandler) serveGrant(w http.ResponseWriter, r *http.Request, next c
 	if err != nil {
 		return h.grantError(w, r, err)
 	}
-	first := &firstAttempt{w: w, header: http.Header{}, decide: func() bool {
-		if c.appToken != nil {
+	first := &firstAttempt{w: w, header: http.Header{}, decide: func(status int) bool {
+		if c.appToken != nil && status == http.StatusUnauthorized {
 			// The upstream refused the application's token (revoked,
 			// or its permissions changed): the next request gets a
 			// new one, at most once per cooldown.

@@ -203,11 +203,11 @@ func TestGrantConfigErrors(t *testing.T) {
 	}{
 		{"client_credentials without authorization_url", conn("grant client_credentials"), ""},
 		{"client_credentials without public_url", global("connector a {\ntoken_url https://as/t\nclient_id x\ngrant client_credentials\n}"), ""},
-		{"token_exchange options", conn("grant token_exchange\naudience urn:upstream\nresource https://api\nrequested_token_type urn:ietf:params:oauth:token-type:jwt\nexchange_cache_size 50"), ""},
+		{"token_exchange options", conn("grant token_exchange\naudience urn:upstream\nexchange_resource https://api\nrequested_token_type urn:ietf:params:oauth:token-type:jwt\nexchange_cache_size 50"), ""},
 		{"client_credentials with subject", conn("grant client_credentials\nsubject {http.auth.user.id}"), "grant client_credentials gets the application's own token, for no user: remove subject"},
 		{"unknown grant", conn("grant password"), `unknown grant "password"`},
 		{"unknown grant by placeholder", conn("grant {env.OAUTHCONN_TEST_GRANT}"), `unknown grant "implicit"`},
-		{"audience without token_exchange", conn("grant on_behalf_of\naudience urn:x"), "audience, resource and requested_token_type are options of grant token_exchange"},
+		{"audience without token_exchange", conn("grant on_behalf_of\naudience urn:x"), "audience, exchange_resource and requested_token_type are options of grant token_exchange"},
 		{"exchange_cache_size without exchange", conn("grant client_credentials\nexchange_cache_size 10"), "exchange_cache_size is an option of grants on_behalf_of and token_exchange"},
 		{"exchange_cache_size zero", conn("grant token_exchange\nexchange_cache_size 0"), `exchange_cache_size must be a positive number, got "0"`},
 		{"grant arity", conn("grant"), "wrong argument count"},

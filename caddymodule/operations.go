@@ -45,7 +45,7 @@ type connectorStatus struct {
 // subject could not be evaluated).
 func (a *App) status(ctx context.Context, c *Connector, subject string, subjectErr error) connectorStatus {
 	st := connectorStatus{Name: c.name, Provider: c.Provider, AuthorizeURL: a.authorizeURL(c.name)}
-	if c.conn == nil {
+	if c.unconfigured() {
 		st.Status, st.AuthorizeURL = "unconfigured", ""
 		return st
 	}
@@ -140,13 +140,16 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 	var rev revocation
 	var revokeErr error
 	switch {
-	case c.conn == nil:
+	case c.unconfigured():
 		rev.Reason = "unconfigured"
 	case t == "":
 		rev.Reason = "no_token"
 	default:
 		var ok bool
-		ok, revokeErr = c.conn.Revoke(ctx, t, hint)
+		var conn *connector.Connector
+		if conn, revokeErr = c.client(ctx); revokeErr == nil {
+			ok, revokeErr = conn.Revoke(ctx, t, hint)
+		}
 		rev = revocationOf(ok, revokeErr)
 	}
 	if err := a.keeper.Disconnect(ctx, key); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/discovery"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
@@ -43,8 +44,10 @@ type ProxyHandler struct {
 	// Upstream is the base URL of the API, such as
 	// https://graph.microsoft.com. Its path, if any, is put in front of
 	// the request's path; Host is always the upstream's. Placeholders such
-	// as {env.X} are expanded.
-	Upstream string `json:"upstream"`
+	// as {env.X} are expanded. A connector with a resource may leave it
+	// empty: the resource URL is then the upstream, and a request for "/"
+	// (after handle_path) goes to the resource URL itself.
+	Upstream string `json:"upstream,omitempty"`
 
 	// ReplayLimit is the largest request body, in bytes, that is buffered
 	// so that the request can be sent again after a 401. Larger and
@@ -68,6 +71,15 @@ type ProxyHandler struct {
 	// whatever session the app's client holds. Default: none.
 	PassCookies []string `json:"pass_cookies,omitempty"`
 
+	// Scopes, if set, are the scopes of the access token attached instead
+	// of the connection's own: one obtained with the connection's refresh
+	// token, for another resource of the same provider (Microsoft Entra:
+	// https://contoso.sharepoint.com/.default for SharePoint REST from a
+	// Graph connection). Such tokens are kept in memory per connection
+	// and scope set, refreshed ahead of expiry; a refresh token rotated by
+	// their refresh becomes the connection's.
+	Scopes []string `json:"scopes,omitempty"`
+
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
 	// Upstream and must not be given here.
@@ -76,7 +88,9 @@ type ProxyHandler struct {
 	app      *App
 	conn     *Connector
 	prefix   string
+	exact    bool // "/" is the upstream URL's path itself, without a slash added
 	browsers *browserGate
+	scopes   []string
 	logger   *zap.Logger
 }
 
@@ -112,6 +126,9 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	if h.browsers, err = newBrowserGate(h.AllowBrowsers); err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
 	}
+	if err := h.provisionScopes(); err != nil {
+		return err
+	}
 	if h.ReverseProxy == nil {
 		h.ReverseProxy = new(reverseproxy.Handler)
 	}
@@ -121,7 +138,12 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	}
 
 	raw := caddy.NewReplacer().ReplaceKnown(h.Upstream, "")
-	if raw == "" && h.conn.conn == nil {
+	if raw == "" && h.conn.Resource != "" {
+		// The resource is the upstream; "/" (or nothing) after
+		// handle_path means the resource itself.
+		raw, h.exact = caddy.NewReplacer().ReplaceKnown(h.conn.Resource, ""), true
+	}
+	if raw == "" && h.conn.unconfigured() {
 		// Neither connector nor upstream configured yet (the example
 		// before any app is registered): the handler answers 503.
 		return nil
@@ -209,7 +231,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return nil
 	}
 	w = h.browsers.writer(w, origin)
-	if c.conn == nil || len(h.ReverseProxy.Upstreams) == 0 {
+	if c.unconfigured() || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
 	}
@@ -221,7 +243,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return writeSubjectError(w, c.name, err)
 	}
 	key := tokens.Key{Connector: c.name, Subject: subject}
-	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
+	conn, err := c.client(r.Context())
+	if err != nil {
+		return h.discoveryError(w, err)
+	}
+	tok, err := h.token(r.Context(), key, conn)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
@@ -238,13 +264,35 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 
 	var retryErr error
 	first := &firstAttempt{w: w, header: http.Header{}}
-	first.decide = func() bool {
+	first.decide = func(status int) bool {
 		// The upstream refused the token. Decide before its body is
 		// read: retry with a fresher token, answer that the connection
-		// needs authorization, or pass the 401 through.
-		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
+		// needs authorization, or pass the answer through. A claims
+		// challenge, or one for more scope (step-up), needs the person:
+		// no refresh satisfies it.
+		ch := discovery.ParseChallenge(first.header)
+		if c.res != nil && status == http.StatusUnauthorized {
+			// A resource that names other metadata than it did is
+			// discovered again on the next use.
+			c.res.noticeChallenge(ch.ResourceMetadata)
+		}
+		if ch.Error == "insufficient_scope" && validScope(ch.Scope) {
+			// RFC 6750 3.1 says 403; MCP servers and others also send
+			// it with 401.
+			retryErr = h.challenged(r.Context(), key, ask{scope: ch.Scope})
+			h.app.telemetry.retries.WithLabelValues(c.name, "scope_challenge").Inc()
+			return true
+		}
+		if status != http.StatusUnauthorized {
+			return false
+		}
 		outcome := "passed_through"
 		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
+		if claims, ok := claimsChallenge(first.header); ok {
+			retryErr, outcome = h.challenged(r.Context(), key, ask{claims: claims}), "claims_challenge"
+			return true
+		}
+		fresh, err := h.rejected(r.Context(), key, conn, tok.AccessToken)
 		switch {
 		case errors.Is(err, tokens.ErrAuthorizationRequired):
 			retryErr, outcome = err, "authorization_required"
@@ -287,9 +335,14 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, body
 	out.Header.Set("Authorization", "Bearer "+accessToken)
 	if h.prefix != "" {
 		u := *r.URL
-		u.Path = h.prefix + u.Path
-		if u.RawPath != "" {
-			u.RawPath = h.prefix + u.RawPath
+		switch {
+		case h.exact && (u.Path == "/" || u.Path == ""):
+			u.Path, u.RawPath = h.prefix, ""
+		default:
+			u.Path = h.prefix + u.Path
+			if u.RawPath != "" {
+				u.RawPath = h.prefix + u.RawPath
+			}
 		}
 		out.URL = &u
 	}
@@ -352,7 +405,10 @@ func (h *ProxyHandler) stripCookies(r *http.Request) {
 func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err error) error {
 	name := h.conn.name
 	var ue *tokens.UnavailableError
+	var ce *challengeError
 	switch {
+	case errors.As(err, &ce):
+		return h.writeChallenge(w, ce)
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		return writeJSON(w, http.StatusUnauthorized, apiError{
 			Error: "authorization_required", Connector: name, AuthorizeURL: h.app.authorizeURL(name),
@@ -384,7 +440,7 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 type firstAttempt struct {
 	w      http.ResponseWriter
 	header http.Header
-	decide func() bool
+	decide func(status int) bool
 
 	wrote     bool
 	swallowed bool
@@ -396,7 +452,7 @@ func (f *firstAttempt) WriteHeader(code int) {
 	if f.wrote {
 		return
 	}
-	if code == http.StatusUnauthorized && f.decide() {
+	if (code == http.StatusUnauthorized || code == http.StatusForbidden) && f.decide(code) {
 		f.wrote, f.swallowed = true, true
 		return
 	}

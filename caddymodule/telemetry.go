@@ -72,9 +72,9 @@ func initMetrics() {
 	metrics.authorizations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "authorizations_total",
 		Help: "Authorization code flows by outcome: started, completed, or the reason they failed."}, []string{"connector", "outcome"})
 	metrics.refreshes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "refreshes_total",
-		Help: "Token refreshes by what triggered them (proactive, 401, admin, keepalive) and outcome (ok: stored; invalid_grant; misconfigured: the client is refused; transient)."}, []string{"connector", "trigger", "outcome"})
+		Help: "Token refreshes by what triggered them (proactive, 401, admin, keepalive, scoped: a token for a proxy's scopes) and outcome (ok: stored; invalid_grant; misconfigured: the client is refused; transient)."}, []string{"connector", "trigger", "outcome"})
 	metrics.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_401_total",
-		Help: "Upstream 401 answers by outcome: retried, passed_through, authorization_required."}, []string{"connector", "outcome"})
+		Help: "Upstream 401 answers by outcome: retried, passed_through, authorization_required, claims_challenge."}, []string{"connector", "outcome"})
 	metrics.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "store_request_duration_seconds",
 		Help: "Latency of requests to the token store.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"op"})
 	metrics.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "store_errors_total",

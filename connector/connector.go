@@ -73,19 +73,28 @@ type Config struct {
 	// Issuer is the authorization server's issuer identifier; with it set,
 	// authorization responses are checked against mix-up (RFC 9207).
 	Issuer string
+	// Resource is the protected resource the tokens are for (RFC 8707): it
+	// is sent as the resource parameter on authorization, code exchange
+	// and refresh. Empty: none is sent.
+	Resource string
 	// Timeout bounds each token request. Zero: 30 seconds.
 	Timeout time.Duration
 	// KeepAlive is how long a connection may go without a refresh before
 	// it is refreshed only to keep its refresh token alive, for providers
 	// that expire idle refresh tokens. Zero: never.
 	KeepAlive time.Duration
+	// ClientCapabilities are declared to the provider in the claims
+	// parameter of authorization and token requests (Microsoft's "cp1":
+	// the client handles claims challenges, so resources may apply
+	// Continuous Access Evaluation to its tokens).
+	ClientCapabilities []string
 	// Grant is how tokens are obtained (empty: the authorization code
 	// grant). Only the authorization code grant needs AuthURL and
 	// RedirectURL.
 	Grant Grant
-	// Audience and Resource are RFC 8693's audience and resource
+	// Audience and ExchangeResource are RFC 8693's audience and resource
 	// parameters of a token exchange, if any.
-	Audience, Resource string
+	Audience, ExchangeResource string
 	// RequestedTokenType is RFC 8693's requested_token_type of a token
 	// exchange (empty: an access token).
 	RequestedTokenType string
@@ -155,8 +164,8 @@ func New(cfg Config, base http.RoundTripper) (*Connector, error) {
 		style = oauth2.AuthStyleInParams
 	}
 	rt := base
-	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON {
-		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON}
+	if len(cfg.TokenHeaders) > 0 || cfg.TokenBody == BodyJSON || cfg.Resource != "" {
+		rt = &tokenTransport{base: base, headers: cfg.TokenHeaders, json: cfg.TokenBody == BodyJSON, resource: cfg.Resource}
 	}
 	return &Connector{
 		cfg: cfg,
@@ -181,14 +190,7 @@ func (c *Connector) Config() Config { return c.cfg }
 // authorize, carrying state and, with PKCE on, the S256 challenge of
 // verifier.
 func (c *Connector) AuthCodeURL(state, verifier string) string {
-	opts := []oauth2.AuthCodeOption{}
-	if c.cfg.PKCE {
-		opts = append(opts, oauth2.S256ChallengeOption(verifier))
-	}
-	for k, v := range c.cfg.AuthParams {
-		opts = append(opts, oauth2.SetAuthURLParam(k, v))
-	}
-	return c.oauth.AuthCodeURL(state, opts...)
+	return c.authCodeURL(state, verifier, nil, nil)
 }
 
 // Exchange redeems an authorization code, sending the PKCE verifier when
@@ -197,6 +199,9 @@ func (c *Connector) Exchange(ctx context.Context, code, verifier string) (*oauth
 	var opts []oauth2.AuthCodeOption
 	if c.cfg.PKCE {
 		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	if claims := c.claims(nil); claims != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("claims", claims))
 	}
 	tok, err := c.oauth.Exchange(c.ctx(ctx), code, opts...)
 	if err != nil {
@@ -211,8 +216,14 @@ func (c *Connector) Refresh(ctx context.Context, refreshToken string) (*oauth2.T
 	if refreshToken == "" {
 		return nil, fmt.Errorf("connector %s: refreshing: %w: no refresh token", c.cfg.Name, ErrGrantRejected)
 	}
-	src := c.oauth.TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
-	tok, err := src.Token()
+	var tok *oauth2.Token
+	var err error
+	if len(c.cfg.ClientCapabilities) > 0 {
+		// x/oauth2's refresh cannot send the claims parameter.
+		tok, err = c.refreshWith(ctx, refreshToken, nil)
+	} else {
+		tok, err = c.oauth.TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)}).Token()
+	}
 	if err != nil {
 		return nil, c.wrap("refreshing", err)
 	}

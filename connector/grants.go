@@ -122,8 +122,8 @@ func (c *Connector) TokenExchange(ctx context.Context, subjectToken string) (*oa
 	if c.cfg.Audience != "" {
 		params.Set("audience", c.cfg.Audience)
 	}
-	if c.cfg.Resource != "" {
-		params.Set("resource", c.cfg.Resource)
+	if c.cfg.ExchangeResource != "" {
+		params.Set("resource", c.cfg.ExchangeResource)
 	}
 	tok, err := c.grantConfig(params).Token(c.ctx(ctx))
 	if err != nil {

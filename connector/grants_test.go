@@ -31,7 +31,7 @@ func grantConnector(t *testing.T, tokenURL string, grant Grant, style AuthStyle)
 	t.Helper()
 	c, err := New(Config{Name: "g", TokenURL: tokenURL, ClientID: "app", ClientSecret: "s3cret",
 		AuthStyle: style, Grant: grant, Scopes: []string{"api://upstream/.default"},
-		Audience: "https://upstream.example", Resource: "https://upstream.example/api"}, nil)
+		Audience: "https://upstream.example", ExchangeResource: "https://upstream.example/api"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,12 @@ func Preset(cfg *Config, tenant string) error {
 			// https://learn.microsoft.com/entra/identity-platform/refresh-tokens
 			cfg.KeepAlive = MicrosoftKeepAlive
 		}
+		if cfg.ClientCapabilities == nil {
+			// The client handles claims challenges, so Graph and
+			// SharePoint may apply Continuous Access Evaluation:
+			// https://learn.microsoft.com/entra/identity-platform/app-resilience-continuous-access-evaluation
+			cfg.ClientCapabilities = []string{MicrosoftCapability}
+		}
 		return nil
 	case "notion":
 		setDefault(&cfg.AuthURL, "https://api.notion.com/v1/oauth/authorize")
@@ -68,6 +74,10 @@ func Preset(cfg *Config, tenant string) error {
 
 // MicrosoftKeepAlive is the microsoft preset's keep-alive period.
 const MicrosoftKeepAlive = 30 * 24 * time.Hour
+
+// MicrosoftCapability is the client capability the microsoft preset
+// declares: "cp1", a client that handles claims challenges.
+const MicrosoftCapability = "cp1"
 
 // NotionVersion is the Notion-Version header sent on Notion token requests.
 const NotionVersion = "2022-06-28"

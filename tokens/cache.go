@@ -22,6 +22,9 @@ type Cache struct {
 	max        int
 	// holder names this process in refresh leases.
 	holder string
+	// scoped holds the connections' per-resource access tokens
+	// (scoped.go).
+	scoped scopedTokens
 
 	// writers are the goroutines writing unsaved token sets; stop ends
 	// them (Close).

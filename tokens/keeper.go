@@ -102,8 +102,8 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 // Keeper calls it synchronously: it must be quick and must not call back.
 type Observer interface {
 	// Refreshed reports a refresh attempt once its outcome is final:
-	// trigger is "proactive" (due or expired), "401", "admin" or
-	// "keepalive"; outcome is "ok" (the new token set is in the store),
+	// trigger is "proactive" (due or expired), "401", "admin",
+	// "keepalive" or "scoped" (a token for other scopes, TokenFor); outcome is "ok" (the new token set is in the store),
 	// "invalid_grant" (the connection now needs authorization),
 	// "misconfigured" (the provider refuses the connector's client) or
 	// "transient".
