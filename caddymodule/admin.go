@@ -77,6 +77,9 @@ func (a *App) adminConnector(r *http.Request) (*Connector, string, error) {
 	if c == nil {
 		return nil, "", caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown connector %q", r.PathValue("name"))}
 	}
+	if !c.authorizes() {
+		return nil, "", caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s has grant %s: it has no connections to refresh, import or disconnect", c.name, c.grant)}
+	}
 	subject := r.URL.Query().Get("subject")
 	if err := adminSubject(c, subject); err != nil {
 		return nil, "", err

@@ -317,7 +317,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 // Validate checks the configuration; it is fast and makes no network calls.
 func (a *App) Validate() error {
 	for _, name := range a.connectorNames() {
-		if !a.Connectors[name].unconfigured() && a.public == nil && a.Connectors[name].RedirectURI == "" {
+		if c := a.Connectors[name]; !c.unconfigured() && c.authorizes() && a.public == nil && c.RedirectURI == "" {
 			return fmt.Errorf("oauthconn: connector %s: public_url (or the connector's redirect_uri) is required", name)
 		}
 	}

@@ -98,6 +98,11 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			callback_metadata   <callback query parameter...>
 //			metadata_discovery  <url> <name> <JSON path> [<name> <JSON path>...]
 //			allowed_hosts       <host[:port|:*] pattern...>
+//			grant               authorization_code|client_credentials|on_behalf_of|token_exchange
+//			audience            <uri>
+//			exchange_resource   <uri>
+//			requested_token_type <uri>
+//			exchange_cache_size <n>
 //		}
 //	}
 //
@@ -326,6 +331,24 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = durationOrOff(d, &c.RevalidateInterval)
 		case "keepalive":
 			err = durationOrOff(d, &c.KeepAlive)
+		case "grant":
+			err = oneArg(d, &c.Grant)
+			if _, perr := connector.ParseGrant(c.Grant); err == nil && perr != nil && !strings.Contains(c.Grant, "{") {
+				err = d.Errf("connector %s: %v", name, perr)
+			}
+		case "audience":
+			err = oneArg(d, &c.Audience)
+		case "exchange_resource":
+			err = oneArg(d, &c.ExchangeResource)
+		case "requested_token_type":
+			err = oneArg(d, &c.RequestedTokenType)
+		case "exchange_cache_size":
+			var v string
+			if err = oneArg(d, &v); err == nil {
+				if c.ExchangeCacheSize, err = strconv.Atoi(v); err != nil || c.ExchangeCacheSize < 1 {
+					err = d.Errf("connector %s: exchange_cache_size must be a positive number, got %q", name, v)
+				}
+			}
 		case "resource":
 			err = oneArg(d, &c.Resource)
 		case "registration":

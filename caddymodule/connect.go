@@ -174,6 +174,10 @@ func (h *ConnectHandler) lookup(w http.ResponseWriter, name string) *Connector {
 			Message: "the connector has no client_id; register the app with the provider and configure it"})
 		return nil
 	}
+	if !c.authorizes() {
+		writeNoConnections(w, c)
+		return nil
+	}
 	return c
 }
 
@@ -487,6 +491,10 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 	c := h.app.Connectors[r.PathValue("name")]
 	if c == nil {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "unknown_connector", Connector: r.PathValue("name")})
+		return
+	}
+	if !c.authorizes() {
+		writeNoConnections(w, c)
 		return
 	}
 	subject, err := c.subject(r)

@@ -223,6 +223,36 @@ type Connector struct {
 	// an upstream that depends on metadata is then refused at load.
 	AllowedHosts []string `json:"allowed_hosts,omitempty"`
 
+	// Grant is how the proxy gets its tokens: "authorization_code" (the
+	// default: a person authorizes a connection once), "client_credentials"
+	// (the application's own token, for no user: no authorization_url,
+	// no subject, no connect routes), "on_behalf_of" (Microsoft Entra's
+	// on-behalf-of flow) or "token_exchange" (RFC 8693). With the last
+	// two the app sends its own user's access token as
+	// "Authorization: Bearer …" and the proxy exchanges it for a token to
+	// the upstream; the incoming token is never forwarded.
+	Grant string `json:"grant,omitempty"`
+
+	// Audience is RFC 8693's audience parameter of a token exchange: the
+	// logical name of the upstream the token is for. Only with grant
+	// token_exchange.
+	Audience string `json:"audience,omitempty"`
+
+	// ExchangeResource is RFC 8693's resource parameter of a token
+	// exchange: the upstream's URI. Only with grant token_exchange (a
+	// resource connector's resource is the resource option).
+	ExchangeResource string `json:"exchange_resource,omitempty"`
+
+	// RequestedTokenType is RFC 8693's requested_token_type. Only with
+	// grant token_exchange. Default:
+	// urn:ietf:params:oauth:token-type:access_token.
+	RequestedTokenType string `json:"requested_token_type,omitempty"`
+
+	// ExchangeCacheSize bounds how many exchanged tokens (on_behalf_of,
+	// token_exchange) are kept in memory, one per incoming token, named
+	// by its SHA-256; the least recently used goes first. Default: 10000.
+	ExchangeCacheSize int `json:"exchange_cache_size,omitempty"`
+
 	name      string
 	conn      *connector.Connector // nil when unconfigured or a resource connector
 	res       *resourceClient      // a resource connector's client, found on first use
@@ -230,8 +260,11 @@ type Connector struct {
 	keepAlive time.Duration
 	// allowed are AllowedHosts (or the preset's) parsed; metadata is
 	// every metadata name the connector keeps.
-	allowed  []connector.HostPattern
-	metadata map[string]bool
+	allowed   []connector.HostPattern
+	metadata  map[string]bool
+	grant     connector.Grant
+	appToken  *tokens.AppToken  // client_credentials
+	exchanges *tokens.Exchanges // on_behalf_of, token_exchange
 }
 
 // MetadataDiscovery is a request whose answer holds a connection's
@@ -295,6 +328,9 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	if cfg.RedirectURL == "" && a.PublicURL != "" {
 		cfg.RedirectURL = a.PublicURL + a.BasePath + "/callback"
 	}
+	if err := c.provisionGrant(&cfg, exp); err != nil {
+		return err
+	}
 	if err := connector.Preset(&cfg, exp(c.Tenant)); err != nil {
 		return err
 	}
@@ -318,6 +354,9 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	case c.KeepAlive == 0:
 		c.keepAlive = cfg.KeepAlive
 	}
+	if !c.authorizes() {
+		c.keepAlive = 0 // no connection's refresh token to keep alive
+	}
 	if c.keepAlive > 0 && c.keepAlive < 4*time.Second {
 		return fmt.Errorf("connector %s: keepalive must be at least 4s", name)
 	}
@@ -333,7 +372,7 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	if cfg.ClientID == "" {
 		return nil // unconfigured: reported at start, 503 on use
 	}
-	if cfg.RedirectURL == "" {
+	if cfg.RedirectURL == "" && c.authorizes() {
 		return fmt.Errorf("connector %s: public_url (or the connector's redirect_uri) is required", name)
 	}
 	conn, err := connector.New(cfg, nil)

@@ -86,8 +86,10 @@ func (d *doctorRun) connector(ctx context.Context, c *Connector) {
 		return
 	}
 	cfg := c.conn.Config()
-	d.redirectURI(c.name, cfg.RedirectURL)
-	d.endpoint(ctx, c.name, "authorization_url", cfg.AuthURL, http.MethodGet)
+	if c.authorizes() {
+		d.redirectURI(c.name, cfg.RedirectURL)
+		d.endpoint(ctx, c.name, "authorization_url", cfg.AuthURL, http.MethodGet)
+	}
 	d.endpoint(ctx, c.name, "token_url", cfg.TokenURL, http.MethodPost)
 	tenant := caddy.NewReplacer().ReplaceKnown(c.Tenant, "")
 	d.metadata(ctx, c.name, cfg.Provider, tenant, cfg.Issuer, cfg.AuthURL, cfg.TokenURL)
@@ -261,7 +263,7 @@ func (d *doctorRun) metadata(ctx context.Context, conn, provider, tenant, issuer
 		d.add("error", conn, "issuer", fmt.Sprintf("issuer is %s, but the metadata at %s names %s", issuer, loc, m.Issuer),
 			"set issuer to "+m.Issuer)
 	}
-	if m.AuthorizationEndpoint != "" && m.AuthorizationEndpoint != authURL {
+	if m.AuthorizationEndpoint != "" && authURL != "" && m.AuthorizationEndpoint != authURL {
 		problems++
 		d.add("error", conn, "authorization_url", fmt.Sprintf("authorization_url is %s, but the metadata at %s says %s", authURL, loc, m.AuthorizationEndpoint),
 			"set authorization_url to "+m.AuthorizationEndpoint)

@@ -10,6 +10,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,6 +245,16 @@ type fakeAS struct {
 	n atomic.Int64
 	// extra are fields added to every token response, if set.
 	extra atomic.Pointer[map[string]any]
+
+	mu    sync.Mutex
+	forms []url.Values // every token request's form
+}
+
+// tokenRequests returns the forms of the token requests received.
+func (as *fakeAS) tokenRequests() []url.Values {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return slices.Clone(as.forms)
 }
 
 func newFakeAS(t *testing.T) *fakeAS {
@@ -257,7 +268,21 @@ func newFakeAS(t *testing.T) *fakeAS {
 			http.NotFound(w, r)
 			return
 		}
+		as.mu.Lock()
+		as.forms = append(as.forms, r.PostForm)
+		as.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if _, secret, _ := r.BasicAuth(); secret == "wrong-secret" {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"invalid_client","error_description":"echoed wrong-secret"}`)
+			return
+		}
+		if r.PostForm.Get("subject_token") == "refused" || r.PostForm.Get("assertion") == "refused" {
+			// RFC 8693 2.2.2: an invalid subject token is invalid_request.
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":"invalid_request","error_description":"echoed refused"}`)
+			return
+		}
 		if r.PostForm.Get("code") == "refused" || r.PostForm.Get("refresh_token") == "refused" {
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, `{"error":"invalid_grant","error_description":"echoed refused"}`)

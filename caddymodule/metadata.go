@@ -312,6 +312,9 @@ func patterns(ps []connector.HostPattern) string {
 // from metadata, a second reverse proxy without TLS serves the loopback
 // http upstreams that the rules allow.
 func (h *ProxyHandler) provisionMetadataUpstream(ctx caddy.Context, raw string) error {
+	if !h.conn.authorizes() {
+		return fmt.Errorf("oauthconn_proxy %s: the upstream uses connection metadata, but grant %s has no connections", h.Connector, h.conn.grant)
+	}
 	m, err := parseMetadataUpstream(h.conn, raw)
 	if err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)

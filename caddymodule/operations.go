@@ -37,6 +37,10 @@ type connectorStatus struct {
 	StoreError string `json:"store_error,omitempty"`
 	// Metadata are the connection's metadata (never secrets).
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Grant is the connector's grant when it is not the authorization
+	// code's; Token then says what the proxy holds (grant.go).
+	Grant string `json:"grant,omitempty"`
+	Token string `json:"token,omitempty"`
 }
 
 // status describes connector c's connection for subject (subjectErr: the
@@ -46,6 +50,9 @@ func (a *App) status(ctx context.Context, c *Connector, subject string, subjectE
 	if c.unconfigured() {
 		st.Status, st.AuthorizeURL = "unconfigured", ""
 		return st
+	}
+	if !c.authorizes() {
+		return grantStatus(st, c)
 	}
 	if c.Subject != "" {
 		st.PerUser, st.Subject = true, subject

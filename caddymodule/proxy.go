@@ -259,6 +259,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
 	}
+	if !c.authorizes() {
+		return h.serveGrant(w, r, next) // grant.go
+	}
 	subject, err := c.subject(r)
 	if err != nil {
 		return writeSubjectError(w, c.name, err)

@@ -142,6 +142,17 @@ type Config struct {
 	// AllowedHosts are the host patterns an upstream that depends on
 	// metadata may resolve to (see HostPattern).
 	AllowedHosts []string
+
+	// Grant is how tokens are obtained (empty: the authorization code
+	// grant). Only the authorization code grant needs AuthURL and
+	// RedirectURL.
+	Grant Grant
+	// Audience and ExchangeResource are RFC 8693's audience and resource
+	// parameters of a token exchange, if any.
+	Audience, ExchangeResource string
+	// RequestedTokenType is RFC 8693's requested_token_type of a token
+	// exchange (empty: an access token).
+	RequestedTokenType string
 }
 
 // Validate reports the first setting that makes the connector unusable.
@@ -152,6 +163,9 @@ func (c *Config) Validate() error {
 	for field, v := range map[string]string{"authorization_url": c.AuthURL, "token_url": c.TokenURL, "redirect_uri": c.RedirectURL, "issuer": c.Issuer, "revocation_url": c.RevocationURL} {
 		if v == "" && (field == "issuer" || field == "revocation_url") {
 			continue
+		}
+		if v == "" && (field == "authorization_url" || field == "redirect_uri") && !c.Grant.Authorizes() {
+			continue // no person authorizes: no browser is sent anywhere
 		}
 		if v == "" {
 			return fmt.Errorf("connector %s: %s is required", c.Name, field)
@@ -166,6 +180,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateClientAuth(); err != nil {
 		return err
+	}
+	if _, err := ParseGrant(string(c.Grant)); err != nil {
+		return fmt.Errorf("connector %s: %w", c.Name, err)
 	}
 	switch c.TokenBody {
 	case "", BodyForm, BodyJSON:

@@ -35,6 +35,12 @@ func microsoftSetup(cfg *Config) error {
 	if cfg.ClientCapabilities == nil {
 		cfg.ClientCapabilities = []string{MicrosoftCapability}
 	}
+	if len(cfg.Scopes) == 0 && cfg.Grant == GrantClientCredentials {
+		// The application's token: the permissions granted to the app,
+		// and no refresh token to ask for.
+		// https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+		cfg.Scopes = []string{"https://graph.microsoft.com/.default"}
+	}
 	return nil
 }
 

@@ -31,6 +31,9 @@
     status.textContent = c.status;
     status.className = "status " + c.status;
     var detail = [];
+    if (c.grant) {
+      detail.push(c.grant + (c.token ? ": " + c.token : ""));
+    }
     if (c.connected_by) {
       detail.push("by " + c.connected_by);
     }
