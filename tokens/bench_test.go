@@ -3,6 +3,8 @@ package tokens
 import (
 	"bytes"
 	"context"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,20 +14,44 @@ import (
 )
 
 // BenchmarkTokenHot is the proxy's per-request token lookup with a fresh
-// cached token.
+// cached token, from parallel goroutines (run it with -cpu 1,2,4,8,16):
+// one-key is every request for the shared connection (one entry, read by
+// all), many-keys spreads the requests over 10,000 per-user connections.
 func BenchmarkTokenHot(b *testing.B) {
+	for _, n := range []int{1, 10_000} {
+		name := "one-key"
+		if n > 1 {
+			name = "many-keys"
+		}
+		b.Run(name, func(b *testing.B) { benchTokenHot(b, n) })
+	}
+}
+
+func benchTokenHot(b *testing.B, n int) {
 	st, _ := filestore.New(b.TempDir(), bytes.Repeat([]byte{1}, filestore.KeySize))
 	k := NewKeeper(Options{Store: st})
-	key := Key{Connector: "demo"}
-	if _, err := k.Save(context.Background(), key, &oauth2.Token{AccessToken: "ory_at_x", RefreshToken: "ory_rt_x", Expiry: time.Now().Add(time.Hour)}, ""); err != nil {
-		b.Fatal(err)
+	keys := make([]Key, n)
+	ot := &oauth2.Token{AccessToken: "ory_at_x", RefreshToken: "ory_rt_x", Expiry: time.Now().Add(time.Hour)}
+	for i := range keys {
+		keys[i] = Key{Connector: "demo"}
+		if n > 1 {
+			keys[i].Subject = "user-" + strconv.Itoa(i)
+		}
+		// Cached as a read would leave it, without writing n records.
+		k.cache.update(keys[i], func(e *entry) {
+			*e = entry{tok: FromOAuth2(ot, Token{}, time.Now()), version: 1, checkedAt: time.Now()}
+		})
 	}
 	p := Policy{Margin: 5 * time.Minute, Cooldown: 30 * time.Second}
+	var next atomic.Uint32
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
+		i := int(next.Add(7919))
 		for pb.Next() {
-			if _, err := k.Token(ctx, key, nil, p); err != nil {
+			i++
+			if _, err := k.Token(ctx, keys[i%n], nil, p); err != nil {
 				b.Fatal(err)
 			}
 		}
