@@ -199,6 +199,20 @@ func (h *ProxyHandler) Cleanup() error {
 	return nil
 }
 
+// exchange is what one proxied request needs besides the request: its
+// response writers, its token and what a retry after a 401 is decided on.
+// It is allocated once per request, writers included.
+type exchange struct {
+	h          *ProxyHandler
+	r          *http.Request
+	key        tokens.Key
+	tok        tokens.Token
+	replayable bool
+	retryErr   error // why the swallowed 401 is answered otherwise
+	cors       corsWriter
+	first      firstAttempt
+}
+
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c := h.conn
@@ -208,7 +222,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if !ok {
 		return nil
 	}
-	w = h.browsers.writer(w, origin)
+	x := &exchange{h: h, r: r}
+	x.cors = h.browsers.writer(w, origin)
+	w = &x.cors
 	if c.conn == nil || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
@@ -217,8 +233,8 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return writeSubjectError(w, c.name, err)
 	}
-	key := tokens.Key{Connector: c.name, Subject: subject}
-	tok, err := h.app.keeper.Token(r.Context(), key, c.conn, c.policy)
+	x.key = tokens.Key{Connector: c.name, Subject: subject}
+	x.tok, err = h.app.keeper.Token(r.Context(), x.key, c.conn, c.policy)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
@@ -226,47 +242,50 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	// A body of known length within the replay limit can be sent again
 	// after a 401; it streams, with a copy kept for the retry.
 	var body *replayBody
-	replayable := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
-	if !replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
+	x.replayable = r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	if !x.replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
 		body = newReplayBody(r.Body, r.ContentLength)
 		defer body.release()
-		replayable = true
+		x.replayable = true
 	}
 
-	var retryErr error
-	first := &firstAttempt{w: w, header: http.Header{}}
-	first.decide = func() bool {
-		// The upstream refused the token. Decide before its body is
-		// read: retry with a fresher token, answer that the connection
-		// needs authorization, or pass the 401 through.
-		fresh, err := h.app.keeper.Rejected(r.Context(), key, c.conn, c.policy, tok.AccessToken)
-		outcome := "passed_through"
-		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
-		switch {
-		case errors.Is(err, tokens.ErrAuthorizationRequired):
-			retryErr, outcome = err, "authorization_required"
-			return true
-		case err != nil:
-			if !errors.Is(err, tokens.ErrNoRetry) {
-				h.logger.Debug("no retry after upstream 401", zap.String("connector", c.name), zap.Error(err))
-			}
-			return false
-		case !replayable:
-			return false
-		}
-		tok, outcome = fresh, "retried"
-		return true
-	}
-	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, body), next)
+	first := &x.first
+	first.w, first.header, first.x = w, http.Header{}, x
+	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, x.tok.AccessToken, body), next)
 	if !first.swallowed {
 		first.trailers()
 		return err
 	}
-	if retryErr != nil {
-		return h.tokenError(w, r, retryErr)
+	if x.retryErr != nil {
+		return h.tokenError(w, r, x.retryErr)
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
-	return h.ReverseProxy.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, body), next)
+	return h.ReverseProxy.ServeHTTP(w, h.upstreamRequest(r, x.tok.AccessToken, body), next)
+}
+
+// retry is called when the upstream refused the token, before the 401's
+// body is read. It decides: retry with a fresher token (true, with x.tok
+// set), answer that the connection needs authorization (true, with
+// x.retryErr set), or pass the 401 through (false).
+func (x *exchange) retry() bool {
+	h, c := x.h, x.h.conn
+	fresh, err := h.app.keeper.Rejected(x.r.Context(), x.key, c.conn, c.policy, x.tok.AccessToken)
+	outcome := "passed_through"
+	defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
+	switch {
+	case errors.Is(err, tokens.ErrAuthorizationRequired):
+		x.retryErr, outcome = err, "authorization_required"
+		return true
+	case err != nil:
+		if !errors.Is(err, tokens.ErrNoRetry) {
+			h.logger.Debug("no retry after upstream 401", zap.String("connector", c.name), zap.Error(err))
+		}
+		return false
+	case !x.replayable:
+		return false
+	}
+	x.tok, outcome = fresh, "retried"
+	return true
 }
 
 // upstreamRequest is r as it goes upstream: the app's credentials and flow
@@ -375,13 +394,13 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 }
 
 // firstAttempt is the response writer of the first upstream round trip. On
-// a 401 it asks decide whether to answer otherwise; if so, it swallows that
-// response (headers and body) and sets swallowed, otherwise it passes
-// everything through.
+// a 401 it asks its exchange whether to answer otherwise (retry); if so, it
+// swallows that response (headers and body) and sets swallowed, otherwise
+// it passes everything through.
 type firstAttempt struct {
 	w      http.ResponseWriter
 	header http.Header
-	decide func() bool
+	x      *exchange
 
 	wrote     bool
 	swallowed bool
@@ -393,7 +412,7 @@ func (f *firstAttempt) WriteHeader(code int) {
 	if f.wrote {
 		return
 	}
-	if code == http.StatusUnauthorized && f.decide() {
+	if code == http.StatusUnauthorized && f.x.retry() {
 		f.wrote, f.swallowed = true, true
 		return
 	}
