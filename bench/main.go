@@ -256,7 +256,14 @@ func run(s settings, logw io.Writer) (*report, error) {
 		return nil, err
 	}
 	defer p.stop()
-	if err := connect(p); err != nil {
+	// On a loaded machine a redirect of the consent flow can be sent
+	// twice (Hydra then refuses the used verifier): authorize again.
+	for try := 1; ; try++ {
+		if err = connect(p); err == nil || try == 3 {
+			break
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	c := newClient(s.concurrency * 2)
