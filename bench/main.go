@@ -40,7 +40,7 @@ type settings struct {
 }
 
 var (
-	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000}, outage: 20 * time.Second}
+	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000, 1000000}, outage: 20 * time.Second}
 	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second}
 )
 
@@ -50,6 +50,9 @@ const outageRate = 10
 
 // profileDir, if set, receives CPU profiles of the overhead runs.
 var profileDir string
+
+// overheadOnly stops the run after sections 1 and 2.
+var overheadOnly bool
 
 // admin is the admin address of the process on port: on (for pprof) only
 // while profiling the first process.
@@ -98,10 +101,14 @@ type world struct {
 	vaultCalls atomic.Int64
 	// connCalls counts the Vault requests on connections' token records
 	// (not the startup check, pending authorizations or health probes).
-	connCalls  atomic.Int64
-	upstream   string // host:port
-	prefix     string
-	publicPort int
+	connCalls atomic.Int64
+	upstream  string // host:port
+	// tlsUpstream is the same API over TLS (its certificate in tlsCA);
+	// upstreamProtos counts its requests by HTTP major version.
+	tlsUpstream, tlsCA string
+	upstreamProtos     [3]atomic.Int64
+	prefix             string
+	publicPort         int
 }
 
 // report is every figure of a run.
@@ -123,12 +130,25 @@ type report struct {
 type overheadRow struct {
 	name          string
 	oauth, static result
+	// Where the row's requests go: method, body and the two proxies'
+	// URLs; protos counts the upstream's requests by HTTP version.
+	method       string
+	body         []byte
+	oauthURL     string
+	staticURL    string
+	http1, http2 int64
 }
 
 func main() {
 	smokeFlag := flag.Bool("smoke", false, "run for seconds, to check the benchmark still works")
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of the proxy process during the overhead runs to this directory")
+	flag.BoolVar(&overheadOnly, "overhead", false, "run only the overhead and hot-path sections (1 and 2)")
+	memOnly := flag.String("memory", "", "measure only the cache (section 5), at these comma-separated sizes; needs no servers")
 	flag.Parse()
+	if *memOnly != "" {
+		memoryOnly(*memOnly)
+		return
+	}
 	s := full
 	if *smokeFlag {
 		s = smoke
@@ -169,11 +189,15 @@ func setup(logw io.Writer) (*world, error) {
 		return nil, fmt.Errorf("go build: %v: %s", err, out)
 	}
 	// The upstream API: small answers, bodies read and dropped.
-	if w.upstream, err = listen(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	api := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		rw.Header().Set("Content-Type", "application/json")
 		io.WriteString(rw, `{"ok":true}`)
-	})); err != nil {
+	})
+	if w.upstream, err = listen(api); err != nil {
+		return nil, err
+	}
+	if w.tlsUpstream, w.tlsCA, err = tlsUpstream(w.tmp, api, &w.upstreamProtos); err != nil {
 		return nil, err
 	}
 	// A counting proxy in front of Vault.
@@ -232,36 +256,55 @@ func run(s settings, logw io.Writer) (*report, error) {
 		return nil, err
 	}
 	defer p.stop()
-	if err := connect(p); err != nil {
+	// On a loaded machine a redirect of the consent flow can be sent
+	// twice (Hydra then refuses the used verifier): authorize again.
+	for try := 1; ; try++ {
+		if err = connect(p); err == nil || try == 3 {
+			break
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	c := newClient(s.concurrency * 2)
 	big := make([]byte, 64<<10)
 	oauthGet, staticGet := p.url("/demo/items"), fmt.Sprintf("http://localhost:%d/demo/items", p.port+1)
 	do(c, "GET", oauthGet, nil) // warm the cache and connections
-	rows := []*overheadRow{{name: "GET, small response"}, {name: "POST, 64 KiB body"}}
+	tlsBase := func(port int, proto string) string { return fmt.Sprintf("http://localhost:%d/%s/items", port, proto) }
+	rows := []*overheadRow{
+		{name: "GET, small response", method: "GET", oauthURL: oauthGet, staticURL: staticGet},
+		{name: "POST, 64 KiB body", method: "POST", body: big, oauthURL: oauthGet, staticURL: staticGet},
+		{name: "GET, TLS upstream, HTTP/1.1", method: "GET", oauthURL: tlsBase(p.port+2, "h1"), staticURL: tlsBase(p.port+3, "h1")},
+		{name: "POST 64 KiB, TLS upstream, HTTP/1.1", method: "POST", body: big, oauthURL: tlsBase(p.port+2, "h1"), staticURL: tlsBase(p.port+3, "h1")},
+		{name: "GET, TLS upstream, default versions", method: "GET", oauthURL: tlsBase(p.port+2, "h2"), staticURL: tlsBase(p.port+3, "h2")},
+		{name: "POST 64 KiB, TLS upstream, default versions", method: "POST", body: big, oauthURL: tlsBase(p.port+2, "h2"), staticURL: tlsBase(p.port+3, "h2")},
+	}
+	for _, row := range rows[2:] {
+		do(c, "GET", row.oauthURL, nil) // warm the upstream connections
+		do(c, "GET", row.staticURL, nil)
+	}
 	var oauthRequests int
 	var vaultDuring int64
 	for round := range s.rounds {
 		fmt.Fprintf(logw, "overhead round %d\n", round+1)
 		for i, row := range rows {
-			method, body := "GET", []byte(nil)
-			if i == 1 {
-				method, body = "POST", big
-			}
+			method, body := row.method, row.body
 			runOauth := func() {
 				v0 := w.vaultCalls.Load()
+				h1, h2 := w.upstreamProtos[1].Load(), w.upstreamProtos[2].Load()
 				var res result
-				profile(fmt.Sprintf("oauthconn-%s-round%d", method, round+1), func() {
-					res = load(c, method, oauthGet, body, s.concurrency, s.duration)
+				profile(fmt.Sprintf("oauthconn-%d-%s-round%d", i, method, round+1), func() {
+					res = load(c, method, row.oauthURL, body, s.concurrency, s.duration)
 				})
+				row.http1 += w.upstreamProtos[1].Load() - h1
+				row.http2 += w.upstreamProtos[2].Load() - h2
 				vaultDuring += w.vaultCalls.Load() - v0
 				oauthRequests += res.requests
 				row.oauth = merge(row.oauth, res)
 			}
 			runStatic := func() {
-				profile(fmt.Sprintf("static-%s-round%d", method, round+1), func() {
-					row.static = merge(row.static, load(c, method, staticGet, body, s.concurrency, s.duration))
+				profile(fmt.Sprintf("static-%d-%s-round%d", i, method, round+1), func() {
+					row.static = merge(row.static, load(c, method, row.staticURL, body, s.concurrency, s.duration))
 				})
 			}
 			if round%2 == 0 {
@@ -278,6 +321,9 @@ func run(s settings, logw io.Writer) (*report, error) {
 	}
 	r.vaultPer10k = float64(vaultDuring) / float64(oauthRequests) * 10000
 	p.stop()
+	if overheadOnly {
+		return r, nil
+	}
 
 	// 3: a storm on an expired token, on a process with a cold cache.
 	if err := expireInVault(w); err != nil {
@@ -393,17 +439,24 @@ func (r *report) markdown(out io.Writer) {
 		}
 	}
 	p("")
-	p("| request | throughput ratio | added p50 | added p99 |")
-	p("| --- | ---: | ---: | ---: |")
+	p("| request | throughput ratio | added p50 | added p99 | oauthconn_proxy's upstream requests |")
+	p("| --- | ---: | ---: | ---: | --- |")
 	for _, row := range r.overhead {
-		p("| %s | %.3f× | %s | %s |", row.name, row.oauth.throughput()/row.static.throughput(),
-			ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)))
+		protos := "HTTP/1.1 (plain)"
+		if row.http1+row.http2 > 0 {
+			protos = fmt.Sprintf("TLS: %d over HTTP/1.1, %d over HTTP/2", row.http1, row.http2)
+		}
+		p("| %s | %.3f× | %s | %s | %s |", row.name, row.oauth.throughput()/row.static.throughput(),
+			ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)), protos)
 	}
 	p("")
 	p("### 2. Hot path: Vault requests per 10,000 proxied requests with a fresh token")
 	p("")
 	p("%.2f (counted at a proxy in front of Vault during the oauthconn_proxy runs above).", r.vaultPer10k)
 	p("")
+	if overheadOnly {
+		return
+	}
 	p("### 3. Refresh storm: %d concurrent requests on an expired token, one process", r.storm.requests)
 	p("")
 	p("Refresh grants at the token endpoint: %d. Failed requests: %d. Latency p50 %s, p99 %s, max %s.",
@@ -414,15 +467,7 @@ func (r *report) markdown(out io.Writer) {
 	p("Refresh grants: %d. Failed requests: %d. Latency p50 %s, p99 %s, max %s.",
 		r.replicaRefreshes, r.replicaFailures, ms(r.replicas.percentile(0.5)), ms(r.replicas.percentile(0.99)), ms(r.replicas.percentile(1)))
 	p("")
-	p("### 5. Memory per cached connection (cache filled through Keeper.Token, one subject per connection, Hydra-sized tokens)")
-	p("")
-	p("| connections | heap bytes per connection | resident bytes per connection |")
-	p("| ---: | ---: | ---: |")
-	for _, m := range r.memory {
-		p("| %d | %.0f | %.0f |", m.connections, m.heapPerConn, m.rssPerConn)
-	}
-	p("")
-	p("Resident growth is coarse (pages, and the runtime keeps freed memory); the heap figure is the cache's own.")
+	memoryMarkdown(out, r.memory)
 	p("")
 	p("### 6. Startup to the first proxied 200, token already in Vault")
 	p("")

@@ -54,6 +54,49 @@ http://localhost:{$STATIC_PORT} {
 		}
 	}
 }
+
+# The same pair with an https upstream (a self-signed certificate the
+# transport trusts): /h1/ forces HTTP/1.1, /h2/ leaves Caddy's default
+# versions (1.1 and 2), which negotiates HTTP/2 by ALPN.
+http://localhost:{$TLS_PORT} {
+	handle_path /h1/* {
+		oauthconn_proxy demo https://{$TLS_UPSTREAM} {
+			transport http {
+				tls_trust_pool file {$TLS_CA}
+				versions 1.1
+			}
+		}
+	}
+	handle_path /h2/* {
+		oauthconn_proxy demo https://{$TLS_UPSTREAM} {
+			transport http {
+				tls_trust_pool file {$TLS_CA}
+			}
+		}
+	}
+}
+
+http://localhost:{$TLS_STATIC_PORT} {
+	handle_path /h1/* {
+		reverse_proxy https://{$TLS_UPSTREAM} {
+			header_up Host {$TLS_UPSTREAM}
+			header_up Authorization "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
+			transport http {
+				tls_trust_pool file {$TLS_CA}
+				versions 1.1
+			}
+		}
+	}
+	handle_path /h2/* {
+		reverse_proxy https://{$TLS_UPSTREAM} {
+			header_up Host {$TLS_UPSTREAM}
+			header_up Authorization "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
+			transport http {
+				tls_trust_pool file {$TLS_CA}
+			}
+		}
+	}
+}
 `
 
 // proc is one caddy-oauthconn process.
@@ -73,7 +116,8 @@ func (p *proc) Write(b []byte) (int, error) {
 
 func (p *proc) url(path string) string { return fmt.Sprintf("http://localhost:%d%s", p.port, path) }
 
-// startProc starts the binary on port (and port+1 for the static proxy).
+// startProc starts the binary on port (and port+1 for the static proxy,
+// port+2 and port+3 for the pair with the https upstream).
 func startProc(w *world, port int) (*proc, error) {
 	dir, err := os.MkdirTemp(w.tmp, "proc-")
 	if err != nil {
@@ -87,6 +131,7 @@ func startProc(w *world, port int) (*proc, error) {
 	p.cmd = exec.Command(w.bin, "run", "--config", cf)
 	p.cmd.Env = append(os.Environ(),
 		"ADMIN="+w.admin(port), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("STATIC_PORT=%d", port+1), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
+		fmt.Sprintf("TLS_PORT=%d", port+2), fmt.Sprintf("TLS_STATIC_PORT=%d", port+3), "TLS_UPSTREAM="+w.tlsUpstream, "TLS_CA="+w.tlsCA,
 		"UPSTREAM="+w.upstream, "BENCH_VAULT="+w.vaultURL, "BENCH_PREFIX="+w.prefix,
 		"AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth", "AS_TOKEN_URL="+w.tokenURL+"/oauth2/token",
 		"AS_CLIENT_ID="+w.client.ID, "AS_CLIENT_SECRET="+w.client.Secret,

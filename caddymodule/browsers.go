@@ -143,8 +143,9 @@ type corsWriter struct {
 }
 
 // writer wraps w for a request from origin ("" for a server-side client).
-func (g *browserGate) writer(w http.ResponseWriter, origin string) *corsWriter {
-	return &corsWriter{w: w, origin: origin, vary: len(g.origins) > 0}
+// It is returned by value, to live in the request's exchange.
+func (g *browserGate) writer(w http.ResponseWriter, origin string) corsWriter {
+	return corsWriter{w: w, origin: origin, vary: len(g.origins) > 0}
 }
 
 func (c *corsWriter) Header() http.Header { return c.w.Header() }

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/discovery"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
@@ -245,6 +246,21 @@ func (h *ProxyHandler) Cleanup() error {
 	return errors.Join(errs...)
 }
 
+// exchange is what one proxied request needs besides the request: its
+// response writers, its token and what a retry after a 401 is decided on.
+// It is allocated once per request, writers included.
+type exchange struct {
+	h          *ProxyHandler
+	r          *http.Request
+	key        tokens.Key
+	conn       *connector.Connector
+	tok        tokens.Token
+	replayable bool
+	retryErr   error // why the swallowed 401 is answered otherwise
+	cors       corsWriter
+	first      firstAttempt
+}
+
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c := h.conn
@@ -254,7 +270,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if !ok {
 		return nil
 	}
-	w = h.browsers.writer(w, origin)
+	x := &exchange{h: h, r: r}
+	x.cors = h.browsers.writer(w, origin)
+	w = &x.cors
 	if c.unconfigured() || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
@@ -266,16 +284,15 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return writeSubjectError(w, c.name, err)
 	}
-	key := tokens.Key{Connector: c.name, Subject: subject}
-	conn, err := c.client(r.Context())
-	if err != nil {
+	x.key = tokens.Key{Connector: c.name, Subject: subject}
+	if x.conn, err = c.client(r.Context()); err != nil {
 		return h.discoveryError(w, err)
 	}
-	tok, err := h.token(r.Context(), key, conn)
+	x.tok, err = h.token(r.Context(), x.key, x.conn)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
-	rp, to, err := h.route(r, tok)
+	rp, to, err := h.route(r, x.tok)
 	if err != nil {
 		return h.upstreamError(w, err)
 	}
@@ -283,73 +300,76 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	// A body of known length within the replay limit can be sent again
 	// after a 401; it streams, with a copy kept for the retry.
 	var body *replayBody
-	replayable := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
-	if !replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
+	x.replayable = r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+	if !x.replayable && r.ContentLength > 0 && r.ContentLength <= h.ReplayLimit {
 		body = newReplayBody(r.Body, r.ContentLength)
 		defer body.release()
-		replayable = true
+		x.replayable = true
 	}
 
-	var retryErr error
-	first := &firstAttempt{w: w, header: http.Header{}}
-	first.decide = func(status int) bool {
-		// The upstream refused the token. Decide before its body is
-		// read: retry with a fresher token, answer that the connection
-		// needs authorization, or pass the answer through. A claims
-		// challenge, or one for more scope (step-up), needs the person:
-		// no refresh satisfies it.
-		ch := discovery.ParseChallenge(first.header)
-		if c.res != nil && status == http.StatusUnauthorized {
-			// A resource that names other metadata than it did is
-			// discovered again on the next use.
-			c.res.noticeChallenge(ch.ResourceMetadata)
-		}
-		if ch.Error == "insufficient_scope" && validScope(ch.Scope) {
-			// RFC 6750 3.1 says 403; MCP servers and others also send
-			// it with 401.
-			retryErr = h.challenged(r.Context(), key, ask{scope: ch.Scope})
-			h.app.telemetry.retries.WithLabelValues(c.name, "scope_challenge").Inc()
-			return true
-		}
-		if status != http.StatusUnauthorized {
-			return false
-		}
-		outcome := "passed_through"
-		defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
-		if claims, ok := claimsChallenge(first.header); ok {
-			retryErr, outcome = h.challenged(r.Context(), key, ask{claims: claims}), "claims_challenge"
-			return true
-		}
-		fresh, err := h.rejected(r.Context(), key, conn, tok.AccessToken)
-		switch {
-		case errors.Is(err, tokens.ErrAuthorizationRequired):
-			retryErr, outcome = err, "authorization_required"
-			return true
-		case err != nil:
-			if !errors.Is(err, tokens.ErrNoRetry) {
-				h.logger.Debug("no retry after upstream 401", zap.String("connector", c.name), zap.Error(err))
-			}
-			return false
-		case !replayable:
-			return false
-		}
-		tok, outcome = fresh, "retried"
-		return true
-	}
-	err = rp.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, to, body), next)
+	first := &x.first
+	first.w, first.header, first.x = w, http.Header{}, x
+	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.tok.AccessToken, to, body), next)
 	if !first.swallowed {
 		first.trailers()
 		return err
 	}
-	if retryErr != nil {
-		return h.tokenError(w, r, retryErr)
+	if x.retryErr != nil {
+		return h.tokenError(w, r, x.retryErr)
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
 	// The refreshed token set may carry other metadata.
-	if rp, to, err = h.route(r, tok); err != nil {
+	if rp, to, err = h.route(r, x.tok); err != nil {
 		return h.upstreamError(w, err)
 	}
-	return rp.ServeHTTP(w, h.upstreamRequest(r, tok.AccessToken, to, body), next)
+	return rp.ServeHTTP(w, h.upstreamRequest(r, x.tok.AccessToken, to, body), next)
+}
+
+// retry is called when the upstream refused the token (401, or 403 with a
+// Bearer challenge), before the answer's body is read. It decides: retry
+// with a fresher token (true, with x.tok set), answer that the connection
+// needs authorization or more of it (true, with x.retryErr set), or pass
+// the answer through (false). A claims challenge, or one for more scope
+// (step-up), needs the person: no refresh satisfies it.
+func (x *exchange) retry(status int) bool {
+	h, c := x.h, x.h.conn
+	ch := discovery.ParseChallenge(x.first.header)
+	if c.res != nil && status == http.StatusUnauthorized {
+		// A resource that names other metadata than it did is
+		// discovered again on the next use.
+		c.res.noticeChallenge(ch.ResourceMetadata)
+	}
+	if ch.Error == "insufficient_scope" && validScope(ch.Scope) {
+		// RFC 6750 3.1 says 403; MCP servers and others also send it
+		// with 401.
+		x.retryErr = h.challenged(x.r.Context(), x.key, ask{scope: ch.Scope})
+		h.app.telemetry.retries.WithLabelValues(c.name, "scope_challenge").Inc()
+		return true
+	}
+	if status != http.StatusUnauthorized {
+		return false
+	}
+	outcome := "passed_through"
+	defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
+	if claims, ok := claimsChallenge(x.first.header); ok {
+		x.retryErr, outcome = h.challenged(x.r.Context(), x.key, ask{claims: claims}), "claims_challenge"
+		return true
+	}
+	fresh, err := h.rejected(x.r.Context(), x.key, x.conn, x.tok.AccessToken)
+	switch {
+	case errors.Is(err, tokens.ErrAuthorizationRequired):
+		x.retryErr, outcome = err, "authorization_required"
+		return true
+	case err != nil:
+		if !errors.Is(err, tokens.ErrNoRetry) {
+			h.logger.Debug("no retry after upstream 401", zap.String("connector", c.name), zap.Error(err))
+		}
+		return false
+	case !x.replayable:
+		return false
+	}
+	x.tok, outcome = fresh, "retried"
+	return true
 }
 
 // upstreamRequest is r as it goes upstream: the app's credentials and flow
@@ -469,12 +489,15 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 }
 
 // firstAttempt is the response writer of the first upstream round trip. On
-// a 401 it asks decide whether to answer otherwise; if so, it swallows that
-// response (headers and body) and sets swallowed, otherwise it passes
-// everything through.
+// a 401 it asks its exchange whether to answer otherwise (retry); if so, it
+// swallows that response (headers and body) and sets swallowed, otherwise
+// it passes everything through.
 type firstAttempt struct {
 	w      http.ResponseWriter
 	header http.Header
+	// x decides for proxied requests of connections; decide, if x is
+	// nil, for the other grants' (grant.go).
+	x      *exchange
 	decide func(status int) bool
 
 	wrote     bool
@@ -483,11 +506,19 @@ type firstAttempt struct {
 
 func (f *firstAttempt) Header() http.Header { return f.header }
 
+// refused asks whether a 401 or 403 is answered otherwise.
+func (f *firstAttempt) refused(status int) bool {
+	if f.x != nil {
+		return f.x.retry(status)
+	}
+	return f.decide != nil && f.decide(status)
+}
+
 func (f *firstAttempt) WriteHeader(code int) {
 	if f.wrote {
 		return
 	}
-	if (code == http.StatusUnauthorized || code == http.StatusForbidden) && f.decide(code) {
+	if (code == http.StatusUnauthorized || code == http.StatusForbidden) && f.refused(code) {
 		f.wrote, f.swallowed = true, true
 		return
 	}

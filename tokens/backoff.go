@@ -85,8 +85,9 @@ func (k *Keeper) clientRefused(key Key, r Refresher, code string) time.Duration 
 	s.code = code
 	wait := backoff(s.failures, 0)
 	s.retryAt = now.Add(wait)
-	e := k.cache.entryLocked(key)
-	e.lastErr, e.lastErrAt = "the provider refuses the connector's client credentials ("+code+"); fix the connector's configuration", now
+	k.cache.updateLocked(key, func(e *entry) {
+		e.lastErr, e.lastErrAt = "the provider refuses the connector's client credentials ("+code+"); fix the connector's configuration", now
+	})
 	return wait
 }
 
@@ -94,7 +95,8 @@ func (k *Keeper) clientRefused(key Key, r Refresher, code string) time.Duration 
 func (k *Keeper) succeeded(key Key) {
 	k.cache.mu.Lock()
 	defer k.cache.mu.Unlock()
-	e := k.cache.entryLocked(key)
-	e.failures, e.retryAt, e.lastErr, e.lastErrAt = 0, time.Time{}, "", time.Time{}
+	k.cache.updateLocked(key, func(e *entry) {
+		e.failures, e.retryAt, e.lastErr, e.lastErrAt = 0, time.Time{}, "", time.Time{}
+	})
 	delete(k.cache.connectors, key.Connector)
 }

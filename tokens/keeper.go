@@ -435,11 +435,7 @@ func (k *Keeper) Disconnect(ctx context.Context, key Key) error {
 // Forget drops a connection from the cache, unless a token set of it is
 // still to be written.
 func (k *Keeper) Forget(key Key) {
-	k.cache.mu.Lock()
-	defer k.cache.mu.Unlock()
-	if s := k.cache.entries[key]; s != nil && s.e.evictable() {
-		delete(k.cache.entries, key)
-	}
+	k.cache.forget(key)
 }
 
 // Wait waits for the background jobs (refreshes, revalidations) this Keeper
