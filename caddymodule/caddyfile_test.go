@@ -84,6 +84,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"rate_limit requests", global("rate_limit many 1m"), `rate_limit: requests "many"`},
 		{"max_pending_flows", global("max_pending_flows -3"), `max_pending_flows "-3" must be a positive number`},
 		{"max_pending_flows_per_client", global("max_pending_flows_per_client 0"), `max_pending_flows_per_client "0" must be a positive number`},
+		{"max_concurrent_refreshes", global("connector a {\nmax_concurrent_refreshes 0\n}"), `connector a: max_concurrent_refreshes "0" must be a positive number`},
+		{"max_waiting", global("connector a {\nmax_waiting lots\n}"), `connector a: max_waiting "lots" must be a positive number`},
+		{"max_waiting arity", global("connector a {\nmax_waiting 1 2\n}"), "wrong argument count"},
 		{"ipv6_prefix", global("ipv6_prefix 129"), "ipv6_prefix 129 must be at most 128"},
 		{"connect arguments", "http://localhost:8080 {\n\toauthconn_connect /oauth/* extra\n}\n", "wrong argument count"},
 	}
