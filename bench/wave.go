@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/time/rate"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 	"github.com/caddy-oauthconn/caddy-oauthconn/vault"
@@ -69,7 +70,7 @@ http://localhost:{$PORT} {
 // minute and expire a margin later), the per-replica bounds, and the token
 // endpoint's latency.
 const (
-	waveMargin      = 3 * time.Minute
+	waveMargin      = 5 * time.Minute
 	waveSpread      = time.Minute
 	waveConcurrency = 16
 	waveWaiting     = 1000
@@ -97,6 +98,8 @@ type waveResult struct {
 	tokenRequests             int64
 	auditOK                   bool
 	warmup                    time.Duration
+	warmFailures              int
+	rate                      int
 	errors                    []string // token endpoint errors, by status and code
 }
 
@@ -194,7 +197,7 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 
 	// The records: due from start over waveSpread, expiring a margin
 	// later, obtained (for the margin's cap) an hour before.
-	start := time.Now().Add(20*time.Second + time.Duration(n)*time.Millisecond)
+	start := time.Now().Add(20*time.Second + time.Duration(n)*15*time.Millisecond)
 	expiry := make([]time.Time, n)
 	if err := saveGrants(w, grants, start, expiry); err != nil {
 		return r, err
@@ -204,12 +207,23 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 	r.auditOK = enableAudit(w, audit) == nil
 	defer disableAudit(w)
 
-	// The load: every connection in turn, on a random replica, from the
-	// warm-up (cold caches) until every connection is refreshed or the
-	// last one expires.
-	warm := start.Add(-15 * time.Second)
-	time.Sleep(time.Until(warm))
+	// The warm-up: every connection once on every replica (each reads
+	// the record into its cache), then the load: every connection in
+	// turn, on a random replica, at waveRate, until every connection is
+	// refreshed or the last one expires.
+	fmt.Fprintf(logw, "wave: warming %d replicas' caches\n", waveReplicas)
+	c := newClient(waveClients * waveReplicas)
+	warm := time.Now()
+	r.warmFailures = warmUp(c, procs, n)
+	r.warmup = time.Since(warm)
+	if time.Now().After(start) {
+		return r, fmt.Errorf("the warm-up took %s, past the wave's start", r.warmup)
+	}
+	time.Sleep(time.Until(start.Add(-5 * time.Second)))
+	tokenFlight.most.Store(0)
+	vaultFlight.most.Store(0)
 	fmt.Fprintf(logw, "wave: load on %d replicas\n", waveReplicas)
+	lim := rate.NewLimiter(rate.Limit(max(200, n/10)), 1)
 	refresh0 := w.tokens.Count("refresh_token")
 	refreshed.Store(0)
 	tok0 := w.tokens.Total()
@@ -218,7 +232,6 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 	var next atomic.Int64
 	var mu sync.Mutex
 	perm := rand.Perm(n)
-	c := newClient(waveClients * waveReplicas)
 	var wg sync.WaitGroup
 	var lastRefresh time.Time
 	for range waveClients {
@@ -228,6 +241,7 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 			var ok, shed, other, total int
 			first := ""
 			for !done.Load() {
+				lim.Wait(context.Background())
 				i := perm[int(next.Add(1))%n]
 				p := procs[rand.N(len(procs))]
 				status, code := waveGet(c, p.url("/wave/items"), fmt.Sprint("user-", i))
@@ -279,7 +293,7 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 	if f := firstRefresh.Load(); f != 0 {
 		r.duration = lastRefresh.Sub(time.Unix(0, f))
 	}
-	r.warmup = start.Sub(warm)
+	r.rate = max(200, n/10)
 	r.maxTokenFlight, r.maxVaultFlight = tokenFlight.most.Load(), vaultFlight.most.Load()
 	for _, p := range procs {
 		r.rss = append(r.rss, peakRSS(p))
@@ -296,6 +310,30 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 		return r, err
 	}
 	return r, nil
+}
+
+// warmUp sends one request for every connection to every replica and
+// returns how many failed.
+func warmUp(c *http.Client, procs []*proc, n int) int {
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range waveClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= n*len(procs) {
+					return
+				}
+				if status, _ := waveGet(c, procs[k%len(procs)].url("/wave/items"), fmt.Sprint("user-", k/len(procs))); status != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return int(failed.Load())
 }
 
 // seedGrants runs n authorization code grants at Hydra in parallel, as a
@@ -563,8 +601,8 @@ func checkWave(w *world, n int, expiry []time.Time, r *waveResult) error {
 func (r waveResult) markdown(p func(string, ...any)) {
 	p("### 9. Refresh wave: %d per-user connections falling due within %s, %d replicas sharing Vault", r.n, waveSpread, waveReplicas)
 	p("")
-	p("Token endpoint: Hydra behind %s–%s of added latency, strict refresh-token rotation. Per replica: max_concurrent_refreshes %d, max_waiting %d, refresh_margin %s. %d clients send requests for every connection in turn to a random replica, from %s before the first connection falls due until all are refreshed.",
-		tokenDelayMin, tokenDelayMax, waveConcurrency, waveWaiting, waveMargin, waveClients, r.warmup)
+	p("Token endpoint: Hydra behind %s–%s of added latency, strict refresh-token rotation. Per replica: max_concurrent_refreshes %d, max_waiting %d, refresh_margin %s. After a warm-up (every connection once on every replica: %s, %d failed), %d clients send %d requests/s, for every connection in turn, each to a random replica, until all are refreshed.",
+		tokenDelayMin, tokenDelayMax, waveConcurrency, waveWaiting, waveMargin, r.warmup.Round(time.Second), r.warmFailures, waveClients, r.rate)
 	p("")
 	p("| connections | refreshed | refreshed before expiry | lost | refresh grants | refused by Hydra (double redemption) | wave duration | requests | 200 | 503 overloaded | other |")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
