@@ -42,7 +42,7 @@ type settings struct {
 
 var (
 	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000}, outage: 20 * time.Second, wave: 10000}
-	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second, wave: 100}
+	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second, wave: 30}
 )
 
 // outageRate is the steady load, in requests per second, during the token
@@ -130,7 +130,7 @@ type overheadRow struct {
 func main() {
 	smokeFlag := flag.Bool("smoke", false, "run for seconds, to check the benchmark still works")
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of the proxy process during the overhead runs to this directory")
-	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 10000, -smoke 100; 0 skips it)")
+	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 10000, -smoke 30; 0 skips it)")
 	flag.BoolVar(&waveOnly, "wave-only", false, "run only the refresh wave")
 	flag.Parse()
 	s := full

@@ -71,7 +71,6 @@ http://localhost:{$PORT} {
 // endpoint's latency.
 const (
 	waveMargin      = 5 * time.Minute
-	waveSpread      = time.Minute
 	waveConcurrency = 16
 	waveWaiting     = 1000
 	tokenDelayMin   = 100 * time.Millisecond
@@ -80,6 +79,10 @@ const (
 	waveClients     = 48
 	seedWorkers     = 1
 )
+
+// waveSpread is how long n connections take to fall due: a minute, less
+// for the few of a smoke run.
+func waveSpread(n int) time.Duration { return min(time.Minute, time.Duration(n)*100*time.Millisecond) }
 
 // waveResult is what a wave cost.
 type waveResult struct {
@@ -195,7 +198,7 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 		procs = append(procs, p)
 	}
 
-	// The records: due from start over waveSpread, expiring a margin
+	// The records: due from start over the spread, expiring a margin
 	// later, obtained (for the margin's cap) an hour before.
 	start := time.Now().Add(20*time.Second + time.Duration(n)*15*time.Millisecond)
 	expiry := make([]time.Time, n)
@@ -227,7 +230,7 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 	refresh0 := w.tokens.Count("refresh_token")
 	refreshed.Store(0)
 	tok0 := w.tokens.Total()
-	deadline := start.Add(waveSpread + waveMargin)
+	deadline := start.Add(waveSpread(n) + waveMargin)
 	var done atomic.Bool
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -271,7 +274,10 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 	}
 	for {
 		time.Sleep(200 * time.Millisecond)
-		if refreshed.Load() >= int64(n) {
+		// Every connection due (and a Hydra with short-lived tokens
+		// may have refreshed some twice): as many refreshes as
+		// connections.
+		if refreshed.Load() >= int64(n) && time.Now().After(start.Add(waveSpread(n)+5*time.Second)) {
 			lastRefresh = time.Now()
 			time.Sleep(2 * time.Second)
 			break
@@ -431,7 +437,7 @@ func saveGrants(w *world, grants []*oauth2.Token, start time.Time, expiry []time
 					return
 				}
 				t := *grants[i]
-				expiry[i] = start.Add(waveMargin + time.Duration(i)*waveSpread/time.Duration(len(grants)))
+				expiry[i] = start.Add(waveMargin + time.Duration(i)*waveSpread(len(grants))/time.Duration(len(grants)))
 				t.Expiry = expiry[i]
 				if _, err := k.Save(context.Background(), tokens.Key{Connector: "wave", Subject: fmt.Sprint("user-", i)}, &t, "bench"); err != nil {
 					errs <- err
@@ -599,7 +605,7 @@ func checkWave(w *world, n int, expiry []time.Time, r *waveResult) error {
 }
 
 func (r waveResult) markdown(p func(string, ...any)) {
-	p("### 9. Refresh wave: %d per-user connections falling due within %s, %d replicas sharing Vault", r.n, waveSpread, waveReplicas)
+	p("### 9. Refresh wave: %d per-user connections falling due within %s, %d replicas sharing Vault", r.n, waveSpread(r.n), waveReplicas)
 	p("")
 	p("Token endpoint: Hydra behind %s–%s of added latency, strict refresh-token rotation. Per replica: max_concurrent_refreshes %d, max_waiting %d, refresh_margin %s. After a warm-up (every connection once on every replica: %s, %d failed), %d clients send %d requests/s, for every connection in turn, each to a random replica, until all are refreshed.",
 		tokenDelayMin, tokenDelayMax, waveConcurrency, waveWaiting, waveMargin, r.warmup.Round(time.Second), r.warmFailures, waveClients, r.rate)
@@ -645,4 +651,23 @@ func runWave(w *world, s settings, r *report, logw io.Writer) error {
 	}
 	r.wave = &res
 	return nil
+}
+
+// failed describes what the wave got wrong, or is empty: every connection
+// refreshed before its expiry, none lost, no refresh token redeemed twice,
+// no request failed.
+func (r waveResult) failed() string {
+	if r.unrefreshed+r.late+r.lost+r.refused+r.other+r.warmFailures == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d not refreshed, %d refreshed after expiry, %d lost, %d refresh tokens refused, %d failed requests (first: %s), %d failed warm-up requests",
+		r.unrefreshed, r.late, r.lost, r.refused, r.other, r.firstOther, r.warmFailures)
+}
+
+// waveFailure describes a wave that was not run or went wrong.
+func waveFailure(r *waveResult) string {
+	if r == nil {
+		return "not run"
+	}
+	return r.failed()
 }
