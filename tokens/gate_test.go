@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -169,4 +170,50 @@ func TestWaitingRequestsAreBounded(t *testing.T) {
 	if tok, err := k.Token(context.Background(), user(10), nil, p); err != nil || tok.AccessToken != "at-10" {
 		t.Fatalf("after the wave: %q, %v; want at-10", tok.AccessToken, err)
 	}
+}
+
+// BenchmarkWaitingMemory measures what a request waiting for a token costs
+// the Keeper (its goroutine, timer and share of the job): b.N requests wait
+// for store reads held until they all wait. Run with -benchtime=1000x.
+func BenchmarkWaitingMemory(b *testing.B) {
+	st := &faultStore{Store: newFileStore(&testing.T{})}
+	k := NewKeeper(Options{Store: st})
+	for i := range 100 {
+		ot := &oauth2.Token{AccessToken: fmt.Sprint("at-", i), RefreshToken: fmt.Sprint("rt-", i), Expiry: time.Now().Add(time.Hour)}
+		if _, err := k.Save(context.Background(), user(i), ot, "alice"); err != nil {
+			b.Fatal(err)
+		}
+		k.Forget(user(i))
+	}
+	st.hold = make(chan struct{})
+	p := policy
+	p.MaxWaiting, p.MaxWait = b.N+1, time.Hour
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	for i := range b.N {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k.Token(context.Background(), user(i%100), nil, p)
+		}()
+	}
+	g := k.gate("demo")
+	for {
+		g.mu.Lock()
+		n := g.waiting
+		g.mu.Unlock()
+		if n == b.N {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	close(st.hold)
+	wg.Wait()
+	k.Wait()
+	used := (after.HeapInuse + after.StackInuse) - (before.HeapInuse + before.StackInuse)
+	b.ReportMetric(float64(used)/float64(b.N), "B/waiter")
 }
