@@ -182,9 +182,10 @@ func (g *gate) took(d time.Duration) {
 // leaseWait is how long to wait before reading the record again after
 // finding, for the n-th time in a row (n ≥ 1), another replica's live lease
 // l on it: about as long as a refresh takes here at first, then doubling,
-// with jitter so that replicas waiting on the same lease do not read
-// together, and never past the moment the lease is over (when this process
-// may take it). A replica thus reads a record a few times per lease, however
+// up to five seconds (a waiting request must not overstay max_wait), with
+// jitter so that replicas waiting on the same lease do not read together,
+// and never past the moment the lease is over (when this process may take
+// it). A replica thus reads a record a few times per lease, however
 // many of its requests wait for it.
 func (g *gate) leaseWait(n int, l lease, now time.Time, skew time.Duration) time.Duration {
 	g.mu.Lock()
@@ -193,9 +194,10 @@ func (g *gate) leaseWait(n int, l lease, now time.Time, skew time.Duration) time
 	if d == 0 {
 		d = expectedRefreshDefault
 	}
-	for i := 1; i < n && d < time.Minute; i++ {
+	for i := 1; i < n && d < expectedRefreshMax; i++ {
 		d *= 2
 	}
+	d = min(d, expectedRefreshMax)
 	d += rand.N(d/2 + 1)
 	if end := l.until.Add(skew).Sub(now); d > end {
 		d = max(end, expectedRefreshMin)

@@ -217,3 +217,28 @@ func BenchmarkWaitingMemory(b *testing.B) {
 	used := (after.HeapInuse + after.StackInuse) - (before.HeapInuse + before.StackInuse)
 	b.ReportMetric(float64(used)/float64(b.N), "B/waiter")
 }
+
+// A replica that finds another's lease waits about as long as its own
+// refreshes take, doubling, bounded, and never past the lease's end.
+func TestLeaseWait(t *testing.T) {
+	g := &gate{}
+	g.took(200 * time.Millisecond)
+	now := time.Now()
+	l := lease{holder: "other", until: now.Add(time.Minute)}
+	for _, c := range []struct {
+		n        int
+		min, max time.Duration
+	}{
+		{1, 200 * time.Millisecond, 300 * time.Millisecond},
+		{3, 800 * time.Millisecond, 1200 * time.Millisecond},
+		{20, expectedRefreshMax, expectedRefreshMax * 3 / 2},
+	} {
+		if d := g.leaseWait(c.n, l, now, 5*time.Second); d < c.min || d > c.max {
+			t.Errorf("wait %d: %s; want %s to %s", c.n, d, c.min, c.max)
+		}
+	}
+	ending := lease{holder: "other", until: now.Add(time.Second)}
+	if d := g.leaseWait(5, ending, now, time.Second); d > 2*time.Second {
+		t.Errorf("wait past the lease's end and skew: %s; want at most 2s", d)
+	}
+}
