@@ -102,6 +102,7 @@ type waveResult struct {
 	auditOK                   bool
 	warmup                    time.Duration
 	warmFailures              int
+	warmOverrun               time.Duration // past 5 s before the first connection falls due
 	rate                      int
 	errors                    []string // token endpoint errors, by status and code
 }
@@ -200,7 +201,9 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 
 	// The records: due from start over the spread, expiring a margin
 	// later, obtained (for the margin's cap) an hour before.
-	start := time.Now().Add(20*time.Second + time.Duration(n)*15*time.Millisecond)
+	// On this machine a record takes about 5 ms to save and 12 ms to
+	// warm on three replicas.
+	start := time.Now().Add(30*time.Second + time.Duration(n)*20*time.Millisecond)
 	expiry := make([]time.Time, n)
 	if err := saveGrants(w, grants, start, expiry); err != nil {
 		return r, err
@@ -219,10 +222,8 @@ func refreshWave(w *world, n int, logw io.Writer) (waveResult, error) {
 	warm := time.Now()
 	r.warmFailures = warmUp(c, procs, n)
 	r.warmup = time.Since(warm)
-	if time.Now().After(start) {
-		return r, fmt.Errorf("the warm-up took %s, past the wave's start", r.warmup)
-	}
-	time.Sleep(time.Until(start.Add(-5 * time.Second)))
+	r.warmOverrun = time.Since(start.Add(-5 * time.Second))
+	time.Sleep(-r.warmOverrun)
 	tokenFlight.most.Store(0)
 	vaultFlight.most.Store(0)
 	fmt.Fprintf(logw, "wave: load on %d replicas\n", waveReplicas)
@@ -615,6 +616,10 @@ func (r waveResult) markdown(p func(string, ...any)) {
 	p("| %d | %d | %d | %d | %d | %d | %.1f s | %d | %d | %d | %d |", r.n, r.n-r.unrefreshed-r.lost, r.n-r.unrefreshed-r.late-r.lost, r.lost, r.refreshes, r.refused,
 		r.duration.Seconds(), r.requests, r.ok, r.shed, r.other)
 	p("")
+	if r.warmOverrun > 0 {
+		p("The warm-up ended %.0f s after the first connections fell due.", r.warmOverrun.Seconds()+5)
+		p("")
+	}
 	if len(r.errors) > 0 {
 		p("Token endpoint errors: %s.", strings.Join(r.errors, ", "))
 		p("")
