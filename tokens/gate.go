@@ -57,6 +57,8 @@ type gate struct {
 	queue   tickets
 	seq     uint64
 	waiting int
+	// revalidating counts the background re-reads of records running.
+	revalidating int
 	// expected is a running average of how long this process takes to
 	// refresh a connection under the lease (token request and write):
 	// how long to wait before looking at another replica's lease again.
@@ -203,4 +205,23 @@ func (g *gate) leaseWait(n int, l lease, now time.Time, skew time.Duration) time
 		d = max(end, expectedRefreshMin)
 	}
 	return d
+}
+
+// tryRevalidate takes one of limit places for a background re-read of a
+// record, or reports that none is free.
+func (g *gate) tryRevalidate(limit int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.revalidating >= limit {
+		return false
+	}
+	g.revalidating++
+	return true
+}
+
+// revalidated gives back a place taken by tryRevalidate.
+func (g *gate) revalidated() {
+	g.mu.Lock()
+	g.revalidating--
+	g.mu.Unlock()
 }

@@ -242,3 +242,43 @@ func TestLeaseWait(t *testing.T) {
 		t.Errorf("wait past the lease's end and skew: %s; want at most 2s", d)
 	}
 }
+
+// Background re-reads of cached connections are bounded like refreshes:
+// with MaxConcurrentRefreshes 2 and ten connections due for revalidation
+// while the store hangs, two reads are made; the others are tried again by
+// later requests.
+func TestRevalidationsAreBounded(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now})
+	t.Cleanup(k.Wait)
+	p := policy
+	p.MaxConcurrentRefreshes = 2
+	for i := range 10 {
+		seedUser(t, k, i, clk.Now().Add(time.Hour))
+	}
+	clk.Add(2 * time.Minute) // past the revalidation interval, not due
+	st.hold = make(chan struct{})
+	gets := st.gets.Load()
+	for i := range 10 {
+		if tok, err := k.Token(context.Background(), user(i), nil, p); err != nil || tok.AccessToken != fmt.Sprint("at-", i) {
+			t.Fatalf("Token: %q, %v", tok.AccessToken, err)
+		}
+	}
+	eventually(t, "two re-reads to start", func() bool { return st.gets.Load()-gets == 2 })
+	time.Sleep(100 * time.Millisecond) // none more starts
+	if n := st.gets.Load() - gets; n != 2 {
+		t.Fatalf("%d re-reads started with the store hanging; want 2", n)
+	}
+	close(st.hold)
+	k.Wait()
+	for range 10 { // later requests, each pass waiting for its reads
+		for i := range 10 {
+			k.Token(context.Background(), user(i), nil, p)
+		}
+		k.Wait()
+	}
+	if n := st.gets.Load() - gets; n != 10 {
+		t.Fatalf("%d re-reads after the store answered again; want 10 (each connection once)", n)
+	}
+}
