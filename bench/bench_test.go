@@ -39,6 +39,9 @@ func TestSmoke(t *testing.T) {
 	if o := r.outage; o.tokenRequests > 3 || o.other != 0 || o.unavailable == 0 || o.recoveryRefreshes != 1 {
 		t.Errorf("outage: %d token requests, %d unexpected answers, %d 503s, %d refreshes after; want ≤ 3, 0, > 0, 1", o.tokenRequests, o.other, o.unavailable, o.recoveryRefreshes)
 	}
+	if r.wave == nil || r.wave.failed() != "" {
+		t.Errorf("refresh wave: %s", waveFailure(r.wave))
+	}
 	if len(r.memory) == 0 || r.memory[0].heapPerConn <= 0 || r.startup <= 0 {
 		t.Errorf("memory %v, startup %v: not measured", r.memory, r.startup)
 	}

@@ -37,11 +37,12 @@ type settings struct {
 	storm       int
 	memory      []int
 	outage      time.Duration // of the token endpoint, under steady load
+	wave        int           // connections falling due together (0: no wave)
 }
 
 var (
-	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000, 1000000}, outage: 20 * time.Second}
-	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second}
+	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000, 1000000}, outage: 20 * time.Second, wave: 2000}
+	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second, wave: 30}
 )
 
 // outageRate is the steady load, in requests per second, during the token
@@ -125,6 +126,7 @@ type report struct {
 	replicas                          result
 	startup                           time.Duration
 	memory                            []memResult
+	wave                              *waveResult
 }
 
 type overheadRow struct {
@@ -144,6 +146,8 @@ func main() {
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of the proxy process during the overhead runs to this directory")
 	flag.BoolVar(&overheadOnly, "overhead", false, "run only the overhead and hot-path sections (1 and 2)")
 	memOnly := flag.String("memory", "", "measure only the cache (section 5), at these comma-separated sizes; needs no servers")
+	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 2000, -smoke 30; 0 skips it)")
+	flag.BoolVar(&waveOnly, "wave-only", false, "run only the refresh wave")
 	flag.Parse()
 	if *memOnly != "" {
 		memoryOnly(*memOnly)
@@ -153,10 +157,17 @@ func main() {
 	if *smokeFlag {
 		s = smoke
 	}
+	if *waveN >= 0 {
+		s.wave = *waveN
+	}
 	r, err := run(s, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+	if waveOnly && r.wave != nil {
+		r.wave.markdown(func(format string, a ...any) { fmt.Printf(format+"\n", a...) })
+		return
 	}
 	r.markdown(os.Stdout)
 }
@@ -249,6 +260,9 @@ func run(s settings, logw io.Writer) (*report, error) {
 	}
 	defer os.RemoveAll(w.tmp)
 	r := &report{machine: machine(), settings: s}
+	if waveOnly {
+		return r, runWave(w, s, r, logw)
+	}
 
 	// 1 and 2: overhead and hot-path purity, on one process.
 	p, err := startProc(w, w.publicPort)
@@ -382,7 +396,9 @@ func run(s settings, logw io.Writer) (*report, error) {
 		fmt.Fprintf(logw, "memory with %d connections\n", n)
 		r.memory = append(r.memory, memoryPerConnection(n))
 	}
-	return r, nil
+
+	// 9: a refresh wave over three replicas.
+	return r, runWave(w, s, r, logw)
 }
 
 func merge(a, b result) result {
@@ -486,4 +502,8 @@ func (r *report) markdown(out io.Writer) {
 	p("| %d | %d | %d | %d | %d | %d | %d |", o.requests, o.ok, o.unavailable, o.other, o.tokenRequests, o.vaultRequests, o.recoveryRefreshes)
 	p("")
 	p("Without backoff every waiting request would reach the token endpoint; with it the connection tries at 1, 2, 4, 8, … s (jittered, capped at 60 s).")
+	if r.wave != nil {
+		p("")
+		r.wave.markdown(p)
+	}
 }

@@ -87,6 +87,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			refresh_margin      <duration>
 //			refresh_cooldown    <duration>
 //			max_wait            <duration>
+//			max_concurrent_refreshes <n>
+//			max_waiting         <n>
 //			revalidate_interval <duration>|off
 //			keepalive           <duration>|off
 //			authorization_param <name> <value>
@@ -327,6 +329,10 @@ func (c *Connector) unmarshalCaddyfile(d *caddyfile.Dispenser, name string) erro
 			err = durationArg(d, &c.RefreshCooldown)
 		case "max_wait":
 			err = durationArg(d, &c.MaxWait)
+		case "max_concurrent_refreshes":
+			err = positiveArg(d, name, &c.MaxConcurrentRefreshes)
+		case "max_waiting":
+			err = positiveArg(d, name, &c.MaxWaiting)
 		case "revalidate_interval":
 			err = durationOrOff(d, &c.RevalidateInterval)
 		case "keepalive":
@@ -803,3 +809,18 @@ var (
 	_ caddyfile.Unmarshaler = (*ConnectHandler)(nil)
 	_ caddyfile.Unmarshaler = (*ProxyHandler)(nil)
 )
+
+// positiveArg reads the option's one argument, a positive whole number.
+func positiveArg(d *caddyfile.Dispenser, connector string, n *int) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v <= 0 {
+		return d.Errf("connector %s: %s %q must be a positive number", connector, opt, s)
+	}
+	*n = v
+	return nil
+}

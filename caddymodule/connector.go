@@ -143,6 +143,20 @@ type Connector struct {
 	// Retry-After while the work goes on in the background. Default: 10s.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
 
+	// MaxConcurrentRefreshes bounds the refreshes of this connector's
+	// connections (the token request and the store reads and writes
+	// around it) that run at once in this process, so that a wave of
+	// connections falling due together does not flood the provider's
+	// token endpoint or the store; the others queue, the connection due
+	// soonest first. Default: 16.
+	MaxConcurrentRefreshes int `json:"max_concurrent_refreshes,omitempty"`
+
+	// MaxWaiting bounds the proxied requests of this connector waiting
+	// for a token (a refresh or a store read) at once in this process;
+	// beyond it a request is answered at once with 503 overloaded and
+	// Retry-After, while the refresh goes on. Default: 1000.
+	MaxWaiting int `json:"max_waiting,omitempty"`
+
 	// RevalidateInterval is how often a cached connection's record is
 	// read again (off the request path, at most once per interval) so
 	// that a disconnect, reconnect or import on another replica is
@@ -348,6 +362,10 @@ func (c *Connector) provision(name string, a *App, repl *caddy.Replacer) error {
 	if c.MaxWait < 0 {
 		return fmt.Errorf("connector %s: max_wait must not be negative", name)
 	}
+	if c.MaxConcurrentRefreshes < 0 || c.MaxWaiting < 0 {
+		return fmt.Errorf("connector %s: max_concurrent_refreshes and max_waiting must not be negative", name)
+	}
+	c.policy.MaxConcurrentRefreshes, c.policy.MaxWaiting = c.MaxConcurrentRefreshes, c.MaxWaiting
 	switch {
 	case c.KeepAlive > 0:
 		c.keepAlive = time.Duration(c.KeepAlive)

@@ -473,6 +473,8 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 		h.logger.Warn("no usable token: the provider refuses the connector's client", zap.String("connector", name), zap.Error(err))
 		return writeUnavailable(w, ue.RetryAfter, apiError{Error: "connector_misconfigured", Connector: name,
 			Message: "the provider refuses this connector's client credentials (for example an expired client secret); connections are kept and work again once the configuration is fixed"})
+	case errors.Is(err, tokens.ErrOverloaded) && errors.As(err, &ue):
+		return writeOverloaded(w, ue.RetryAfter, name)
 	case errors.As(err, &ue):
 		h.logger.Warn("no usable token", zap.String("connector", name), zap.Error(err))
 		return writeUnavailable(w, ue.RetryAfter, apiError{Error: "token_unavailable", Connector: name,

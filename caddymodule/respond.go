@@ -39,6 +39,15 @@ func writeUnavailable(w http.ResponseWriter, retryAfter time.Duration, body apiE
 	return writeJSON(w, http.StatusServiceUnavailable, body)
 }
 
+// writeOverloaded answers a request shed because too many of the
+// connector's requests already wait for a token in this process
+// (max_waiting): 503 overloaded with Retry-After, at once. It is not logged
+// per request: a wave may shed many.
+func writeOverloaded(w http.ResponseWriter, retryAfter time.Duration, connector string) error {
+	return writeUnavailable(w, retryAfter, apiError{Error: "overloaded", Connector: connector,
+		Message: "too many requests are waiting for this connector's tokens; retry after Retry-After seconds"})
+}
+
 // noStore marks a response of the connect routes as private and
 // non-referring: they carry flow cookies and provider URLs.
 func noStore(w http.ResponseWriter) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,7 +36,17 @@ func proactive(p Policy) func(Token, time.Time) bool {
 // runs share its result. The work runs on a context of its own, bounded by
 // the lease budget, so neither an impatient client nor a reload cancels a
 // refresh half way; a caller waits at most the policy's MaxWait for it.
+//
+// Callers that wait are bounded per connector (the policy's MaxWaiting):
+// beyond it a caller is answered at once with ErrOverloaded while the job
+// still starts in the background, so that shedding never stalls the work.
 func (k *Keeper) do(ctx context.Context, j job) (Token, error) {
+	g := k.gate(j.key.Connector)
+	if err := g.enter(j.p.maxWaiting()); err != nil {
+		k.background(j)
+		return Token{}, err
+	}
+	defer g.leave()
 	ch := make(chan singleflight.Result, 1)
 	k.bgWork.Add(1)
 	go func() {
@@ -70,17 +79,33 @@ func (k *Keeper) background(j job) {
 }
 
 // run reads the connection and refreshes it if j wants it, under the
-// lease. It is the only code that redeems refresh tokens.
+// lease. It is the only code that redeems refresh tokens. It runs holding
+// a slot of the connector's gate, given back while it waits for another
+// replica's lease.
 func (k *Keeper) run(j job) (Token, error) {
-	k.cache.update(j.key, func(e *entry) { e.refreshing = true })
+	var due time.Time
+	k.cache.update(j.key, func(e *entry) {
+		e.refreshing = true
+		if e.missingAt.IsZero() && e.tok.AccessToken != "" {
+			due = e.tok.DueAt(j.p.Margin)
+		}
+	})
 	defer k.cache.update(j.key, func(e *entry) {
 		e.refreshing = false
 		if j.trigger == "401" {
 			e.forcedEnd = k.now()
 		}
 	})
+	g, limit := k.gate(j.key.Connector), j.p.maxConcurrentRefreshes()
+	g.acquire(due, limit)
+	held := true
+	defer func() {
+		if held {
+			g.release()
+		}
+	}()
 	giveUp := k.now().Add(k.budget.lease + k.budget.skew)
-	wait := 50 * time.Millisecond
+	looks := 0
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
 			return k.refreshUnsaved(j, e.pending)
@@ -109,8 +134,12 @@ func (k *Keeper) run(j job) (Token, error) {
 				return k.serveOr(j.key, tok, version, &UnavailableError{RetryAfter: 5 * time.Second,
 					Err: errors.New("waiting for another replica's refresh")})
 			}
-			sleep(wait)
-			wait = min(wait*2, time.Second)
+			looks++
+			g.release()
+			held = false
+			time.Sleep(g.leaseWait(looks, rec.lease, now, k.budget.skew))
+			g.acquire(due, limit)
+			held = true
 			continue
 		}
 		l, lv, err := k.takeLease(j.key, rec, version)
@@ -122,7 +151,11 @@ func (k *Keeper) run(j job) (Token, error) {
 			return k.serveOr(j.key, tok, version, &UnavailableError{RetryAfter: 5 * time.Second,
 				Err: fmt.Errorf("taking the refresh lease: %w", err)})
 		}
+		start := time.Now()
 		tok, err, again := k.redeem(j, rec, l, lv)
+		if err == nil && !again {
+			g.took(time.Since(start))
+		}
 		if again {
 			continue
 		}
@@ -304,8 +337,4 @@ func providerCode(err error) string {
 		return pe.Code
 	}
 	return "refused"
-}
-
-func sleep(d time.Duration) {
-	time.Sleep(d + rand.N(d/2+1))
 }

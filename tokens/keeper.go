@@ -44,6 +44,14 @@ type Policy struct {
 	// off the request path, to learn of a disconnect, reconnect or import
 	// made elsewhere (default 60s; negative: never).
 	Revalidate time.Duration
+	// MaxConcurrentRefreshes bounds the refresh jobs (store work and
+	// token request) of the connector that run at once in this process;
+	// the others queue, the connection due soonest first (default 16).
+	MaxConcurrentRefreshes int
+	// MaxWaiting bounds the requests of the connector waiting for a
+	// token in this process; beyond it a request is answered at once
+	// with an UnavailableError wrapping ErrOverloaded (default 1000).
+	MaxWaiting int
 }
 
 // Defaults of Policy.

@@ -13,7 +13,10 @@ import (
 // when the cached copy was last compared with the store more than the
 // policy's interval ago. The first request after the interval claims the
 // read, so a connection costs at most one store read per interval however
-// busy it is, and no request waits for it.
+// busy it is, and no request waits for it. At most MaxConcurrentRefreshes
+// such reads of a connector run at once, so that many connections coming
+// due for revalidation together (a wave, or a cache filled at once) do not
+// flood the store.
 func (k *Keeper) maybeRevalidate(key Key, e entry, p Policy, now time.Time) {
 	every := p.revalidate()
 	if every < 0 || e.pending != nil || now.Sub(e.checkedAt) < every {
@@ -28,9 +31,21 @@ func (k *Keeper) maybeRevalidate(key Key, e entry, p Policy, now time.Time) {
 	if !claimed {
 		return
 	}
+	g := k.gate(key.Connector)
+	if !g.tryRevalidate(p.maxConcurrentRefreshes()) {
+		// As many reads of the connector's records already run: give
+		// the claim back, a later request tries again.
+		k.cache.update(key, func(en *entry) {
+			if en.checkedAt.Equal(now) {
+				en.checkedAt = e.checkedAt
+			}
+		})
+		return
+	}
 	k.bgWork.Add(1)
 	go func() {
 		defer k.bgWork.Done()
+		defer g.revalidated()
 		k.revalidate(key)
 	}()
 }

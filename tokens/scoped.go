@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -304,7 +305,7 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 			if now.After(giveUp) {
 				return Token{}, &UnavailableError{RetryAfter: 5 * time.Second, Err: errors.New("waiting for another replica's refresh")}
 			}
-			sleep(wait)
+			time.Sleep(wait + rand.N(wait/2+1)) // jittered, so replicas spread their reads
 			wait = min(wait*2, time.Second)
 			continue
 		}
