@@ -119,34 +119,42 @@ func (p *proc) url(path string) string { return fmt.Sprintf("http://localhost:%d
 // startProc starts the binary on port (and port+1 for the static proxy,
 // port+2 and port+3 for the pair with the https upstream).
 func startProc(w *world, port int) (*proc, error) {
-	dir, err := os.MkdirTemp(w.tmp, "proc-")
+	return launch(w, "proc-", benchCaddyfile, port, "/oauth/connectors", func(status int) bool { return status == http.StatusOK },
+		"ADMIN="+w.admin(port), fmt.Sprintf("STATIC_PORT=%d", port+1),
+		fmt.Sprintf("TLS_PORT=%d", port+2), fmt.Sprintf("TLS_STATIC_PORT=%d", port+3), "TLS_UPSTREAM="+w.tlsUpstream, "TLS_CA="+w.tlsCA,
+		"BENCH_VAULT="+w.vaultURL, "AS_TOKEN_URL="+w.tokenURL+"/oauth2/token")
+}
+
+// launch starts the binary with caddyfile on port, with the environment
+// every benchmark Caddyfile reads and env, and waits until a GET of ready
+// answers a status ready accepts.
+func launch(w *world, name, caddyfile string, port int, ready string, ok func(status int) bool, env ...string) (*proc, error) {
+	dir, err := os.MkdirTemp(w.tmp, name)
 	if err != nil {
 		return nil, err
 	}
 	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(benchCaddyfile), 0o600); err != nil {
+	if err := os.WriteFile(cf, []byte(caddyfile), 0o600); err != nil {
 		return nil, err
 	}
 	p := &proc{port: port}
 	p.cmd = exec.Command(w.bin, "run", "--config", cf)
 	p.cmd.Env = append(os.Environ(),
-		"ADMIN="+w.admin(port), fmt.Sprintf("PORT=%d", port), fmt.Sprintf("STATIC_PORT=%d", port+1), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
-		fmt.Sprintf("TLS_PORT=%d", port+2), fmt.Sprintf("TLS_STATIC_PORT=%d", port+3), "TLS_UPSTREAM="+w.tlsUpstream, "TLS_CA="+w.tlsCA,
-		"UPSTREAM="+w.upstream, "BENCH_VAULT="+w.vaultURL, "BENCH_PREFIX="+w.prefix,
-		"AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth", "AS_TOKEN_URL="+w.tokenURL+"/oauth2/token",
+		fmt.Sprintf("PORT=%d", port), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
+		"UPSTREAM="+w.upstream, "BENCH_PREFIX="+w.prefix, "AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth",
 		"AS_CLIENT_ID="+w.client.ID, "AS_CLIENT_SECRET="+w.client.Secret,
 		"XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GOMAXPROCS=2")
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.url("/oauth/connectors"))
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := http.Get(p.url(ready))
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ok(resp.StatusCode) {
 				return p, nil
 			}
 		}

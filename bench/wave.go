@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -453,39 +452,10 @@ func saveGrants(w *world, grants []*oauth2.Token, start time.Time, expiry []time
 }
 
 func startWaveProc(w *world, port int, tokenURL, vaultURL string) (*proc, error) {
-	dir, err := os.MkdirTemp(w.tmp, "wave-")
-	if err != nil {
-		return nil, err
-	}
-	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(waveCaddyfile), 0o600); err != nil {
-		return nil, err
-	}
-	p := &proc{port: port}
-	p.cmd = exec.Command(w.bin, "run", "--config", cf)
-	p.cmd.Env = append(os.Environ(),
-		fmt.Sprintf("PORT=%d", port), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
-		"UPSTREAM="+w.upstream, "BENCH_VAULT="+vaultURL, "BENCH_PREFIX="+w.prefix,
-		"AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth", "AS_TOKEN_URL="+tokenURL+"/oauth2/token",
-		"AS_CLIENT_ID="+w.client.ID, "AS_CLIENT_SECRET="+w.client.Secret,
-		"WAVE_MARGIN="+waveMargin.String(), fmt.Sprint("WAVE_CONCURRENCY=", waveConcurrency), fmt.Sprint("WAVE_WAITING=", waveWaiting),
-		"XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GOMAXPROCS=2")
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		return nil, err
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := http.Get(p.url("/wave/items"))
-		if err == nil {
-			resp.Body.Close()
-			return p, nil // any answer: it listens
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("wave replica on %d did not start: %s", port, p.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Any answer on /wave/items: it listens.
+	return launch(w, "wave-", waveCaddyfile, port, "/wave/items", func(int) bool { return true },
+		"BENCH_VAULT="+vaultURL, "AS_TOKEN_URL="+tokenURL+"/oauth2/token",
+		"WAVE_MARGIN="+waveMargin.String(), fmt.Sprint("WAVE_CONCURRENCY=", waveConcurrency), fmt.Sprint("WAVE_WAITING=", waveWaiting))
 }
 
 // waveGet sends one request as user and returns the status and, for an

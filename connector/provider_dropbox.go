@@ -27,14 +27,9 @@ var _ = register(&Provider{
 // first if it has expired) as its credential and no arguments; Dropbox
 // answers 200.
 func revokeDropbox(ctx context.Context, c *Connector, t Tokens) (bool, error) {
-	access := c.liveAccess(ctx, t)
-	if access == "" {
-		return false, nil
-	}
-	req, err := c.revocationRequest(ctx, http.MethodPost, c.cfg.RevocationURL, nil)
-	if err != nil {
+	req, err := c.bearerRevocation(ctx, t)
+	if req == nil || err != nil {
 		return false, err
 	}
-	req.Header.Set("Authorization", "Bearer "+access)
 	return c.sendRevocation(req, http.StatusOK)
 }

@@ -116,15 +116,10 @@ func slackResponse(r *TokenResponse) {
 // revokeSlack calls auth.revoke with the access token (refreshed first if
 // it has expired), the only token it takes; Slack confirms with ok:true in a 200.
 func revokeSlack(ctx context.Context, c *Connector, t Tokens) (bool, error) {
-	access := c.liveAccess(ctx, t)
-	if access == "" {
-		return false, nil
-	}
-	req, err := c.revocationRequest(ctx, http.MethodPost, c.cfg.RevocationURL, nil)
-	if err != nil {
+	req, err := c.bearerRevocation(ctx, t)
+	if req == nil || err != nil {
 		return false, err
 	}
-	req.Header.Set("Authorization", "Bearer "+access)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("connector %s: revoking: %s unreachable: %w", c.cfg.Name, redactURL(c.cfg.RevocationURL), unwrapURLError(err))

@@ -87,6 +87,23 @@ func (c *Connector) Revoke(ctx context.Context, token, hint string) (bool, error
 	return c.sendRevocation(req, http.StatusOK)
 }
 
+// bearerRevocation is a POST to the revocation URL authenticated with the
+// connection's access token (refreshed first if it has expired), for
+// providers whose revocation takes no other credential; nil when there is
+// no access token to send.
+func (c *Connector) bearerRevocation(ctx context.Context, t Tokens) (*http.Request, error) {
+	access := c.liveAccess(ctx, t)
+	if access == "" {
+		return nil, nil
+	}
+	req, err := c.revocationRequest(ctx, http.MethodPost, c.cfg.RevocationURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+access)
+	return req, nil
+}
+
 // revocationRequest makes a request to a revocation endpoint; its errors
 // name the configured revocation URL, never target, which may carry a
 // token (HubSpot's has it in the path).
