@@ -421,6 +421,17 @@ func (c *Cache) update(key Key, f func(e *entry)) {
 	c.updateLocked(key, f)
 }
 
+// updateCached runs f on key's entry under the lock if the cache holds
+// one: background work on a connection the cache dropped meanwhile must not
+// bring it back, which would evict others in its place.
+func (c *Cache) updateCached(key Key, f func(e *entry)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, n := c.findLocked(key); n != nil {
+		c.updateLocked(key, f)
+	}
+}
+
 // updateLocked runs f on a copy of key's entry (an empty one if there is
 // none) and publishes the result. c.mu must be held for writing.
 func (c *Cache) updateLocked(key Key, f func(e *entry)) {

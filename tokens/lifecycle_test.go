@@ -655,3 +655,21 @@ func TestLostWriteRacesAnotherReplica(t *testing.T) {
 		t.Fatalf("B redeemed %v", rb.calls)
 	}
 }
+
+// A revalidation of a connection the cache dropped meanwhile does not bring
+// it back: with more connections in use than the cache holds, that would
+// evict others in its place, again and again.
+func TestRevalidationDoesNotRevive(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	if _, ok := k.cache.get(demo); !ok {
+		t.Fatal("the seeded connection is not cached")
+	}
+	k.cache.forget(demo) // evicted
+	k.revalidate(demo)
+	if _, ok := k.cache.get(demo); ok {
+		t.Fatal("revalidating an evicted connection put it back in the cache")
+	}
+}

@@ -35,7 +35,7 @@ func (k *Keeper) maybeRevalidate(key Key, e entry, p Policy, now time.Time) {
 	if !g.tryRevalidate(p.maxConcurrentRefreshes()) {
 		// As many reads of the connector's records already run: give
 		// the claim back, a later request tries again.
-		k.cache.update(key, func(en *entry) {
+		k.cache.updateCached(key, func(en *entry) {
 			if en.checkedAt.Equal(now) {
 				en.checkedAt = e.checkedAt
 			}
@@ -72,7 +72,7 @@ func (k *Keeper) revalidate(key Key) {
 			return
 		}
 	}
-	k.cache.update(key, func(e *entry) {
+	k.cache.updateCached(key, func(e *entry) {
 		if e.pending != nil || (se.Version == e.version && rec.tok.Generation == e.tok.Generation) {
 			return
 		}
