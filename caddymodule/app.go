@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/flow"
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
 	"github.com/caddy-oauthconn/caddy-oauthconn/ratelimit"
@@ -474,13 +474,7 @@ func (a *App) flowCookies() flow.Cookie {
 	}
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func isLoopback(host string) bool { return connector.IsLoopbackHost(host) }
 
 // appFrom gets the oauthconn app for a handler.
 func appFrom(ctx caddy.Context) (*App, error) {

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 )
 
 // ErrFailed is wrapped by every error that means discovery found something
@@ -123,7 +124,7 @@ func checkEndpoint(name, raw string) error {
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return fmt.Errorf("%w: %s %q is not an absolute http(s) URL", ErrFailed, name, raw)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !connector.IsLoopbackHost(u.Hostname()) {
 		return fmt.Errorf("%w: %s %s is plain http on a host that is not loopback", ErrFailed, name, raw)
 	}
 	if u.Fragment != "" {
@@ -242,12 +243,4 @@ func shorten(err error) string {
 		s = s[:200] + "…"
 	}
 	return s
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
