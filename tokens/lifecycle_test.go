@@ -29,6 +29,8 @@ type faultStore struct {
 	failPut func(path string, n int64) bool
 	// hold, if set, blocks each Get until it is closed.
 	hold chan struct{}
+	// onPut, if set, runs inside each Put before it reaches the store.
+	onPut func()
 }
 
 var errStoreDown = errors.New("store unavailable (injected)")
@@ -47,6 +49,9 @@ func (s *faultStore) Get(ctx context.Context, p string) (kv.Entry, error) {
 
 func (s *faultStore) Put(ctx context.Context, p string, d map[string]string, cas int) (int, error) {
 	n := s.puts.Add(1)
+	if s.onPut != nil {
+		s.onPut()
+	}
 	if s.failPut != nil && s.failPut(p, n) {
 		return 0, errStoreDown
 	}
@@ -671,5 +676,43 @@ func TestRevalidationDoesNotRevive(t *testing.T) {
 	k.revalidate(demo)
 	if _, ok := k.cache.get(demo); ok {
 		t.Fatal("revalidating an evicted connection put it back in the cache")
+	}
+}
+
+// A refresh of an unsaved token set can rotate it again while the writer's
+// Put of it is in flight. The rotated token set must still reach the store:
+// the one being written has a spent refresh token.
+func TestPendingWriteRotatedDuringItsPut(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	rec, v, err := k.read(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := rec
+	next.tok.AccessToken, next.tok.RefreshToken = "at-1", "rt-1"
+	pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
+	k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
+	once := true
+	st.onPut = func() {
+		if once { // as refreshUnsaved does: rt-1 redeemed for rt-2
+			once = false
+			k.cache.update(demo, func(e *entry) {
+				pw.rec.tok.AccessToken, pw.rec.tok.RefreshToken = "at-2", "rt-2"
+				e.tok = pw.rec.tok
+			})
+		}
+	}
+	if _, err, ok := k.write(demo, pw); err != nil || !ok {
+		t.Fatalf("write: %v, %v", err, ok)
+	}
+	got, _, err := k.read(demo)
+	if err != nil || got.tok.RefreshToken != "rt-2" {
+		t.Fatalf("the store holds %q (%v); want rt-2, the only refresh token not spent", got.tok.RefreshToken, err)
+	}
+	if e, _ := k.cache.get(demo); e.pending != nil || e.tok.RefreshToken != "rt-2" {
+		t.Fatalf("cache: pending %v, refresh token %q", e.pending != nil, e.tok.RefreshToken)
 	}
 }

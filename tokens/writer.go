@@ -52,7 +52,12 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 		v, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), cas)
 		cancel()
 		if err == nil {
-			k.written(key, pw, rec, v, triggers)
+			if k.written(key, pw, rec, v, triggers) {
+				// A refresh redeemed the token set being written and
+				// put its successor in pw meanwhile: write that too,
+				// over the version just written.
+				continue
+			}
 			if rec.state != Active {
 				return Token{}, ErrAuthorizationRequired, true
 			}
@@ -93,12 +98,19 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 	return Token{}, kv.ErrConflict, false
 }
 
-// written records that rec, version v, is in the store.
-func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers []string) {
+// written records that rec, version v, is in the store. moved reports that
+// pw changed while rec was written (a refresh of the unsaved token set
+// rotated it again): pw then stays pending, at version v, for another
+// write, as rec's refresh token is spent.
+func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers []string) (moved bool) {
 	now := k.now()
 	mine := false
 	k.cache.update(key, func(e *entry) {
 		if e.pending != pw && e.pending != nil {
+			return
+		}
+		if e.pending == pw && (pw.rec.tok.RefreshToken != rec.tok.RefreshToken || pw.rec.tok.AccessToken != rec.tok.AccessToken) {
+			pw.cas, pw.base, moved = v, rec.tok.RefreshToken, true
 			return
 		}
 		mine = true
@@ -118,6 +130,7 @@ func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers 
 	}
 	k.log.Info("token refreshed", zap.String("connection", key.String()),
 		zap.Time("expiry", rec.tok.Expiry), zap.Bool("rotated", rec.tok.RefreshToken != pw.base))
+	return false
 }
 
 // drop forgets pw if it is still the connection's pending write.
