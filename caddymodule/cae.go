@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"encoding/base64"
-	"net/http"
 	"strings"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
@@ -25,9 +24,8 @@ import (
 const maxClaims = 8 << 10
 
 // claimsChallenge returns the claims (compact JSON) of an insufficient_claims
-// Bearer challenge in h's WWW-Authenticate, if there is one.
-func claimsChallenge(h http.Header) (string, bool) {
-	ch := discovery.ParseChallenge(h)
+// Bearer challenge, if ch is one.
+func claimsChallenge(ch discovery.Challenge) (string, bool) {
 	if !strings.EqualFold(ch.Error, "insufficient_claims") || ch.Claims == "" || len(ch.Claims) > maxClaims*4/3+4 {
 		return "", false
 	}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/discovery"
 )
 
 const cp1 = `{"access_token":{"xms_cc":{"values":["cp1"]}}}`
@@ -161,7 +163,7 @@ func TestClaimsChallengeParsing(t *testing.T) {
 			for _, v := range tt.header {
 				h.Add("WWW-Authenticate", v)
 			}
-			got, ok := claimsChallenge(h)
+			got, ok := claimsChallenge(discovery.ParseChallenge(h))
 			if tt.want == "" {
 				if ok {
 					t.Fatalf("found claims %q", got)

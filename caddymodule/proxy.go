@@ -351,7 +351,7 @@ func (x *exchange) retry(status int) bool {
 	}
 	outcome := "passed_through"
 	defer func() { h.app.telemetry.retries.WithLabelValues(c.name, outcome).Inc() }()
-	if claims, ok := claimsChallenge(x.first.header); ok {
+	if claims, ok := claimsChallenge(ch); ok {
 		x.retryErr, outcome = h.challenged(x.r.Context(), x.key, ask{claims: claims}), "claims_challenge"
 		return true
 	}
