@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a real Vault (dev mode, KV v2 at secret/) and a real Ory Hydra
-# (in-memory) with its login and consent app on loopback, for the tests,
+# (SQLite in a temporary file) with its login and consent app on loopback, for the tests,
 # the benchmarks and the offline demo, and exports the environment that
 # points at them. Meant to be sourced by scripts that stop the servers with
 # services_stop on exit.
@@ -48,7 +48,16 @@ services_start() {
   export HYDRA_PUBLIC_URL="http://127.0.0.1:$HYDRA_PUBLIC_PORT"
   export HYDRA_ADMIN_URL="http://127.0.0.1:$HYDRA_ADMIN_PORT"
   export HYDRA_LOGIN_ADDR="127.0.0.1:$HYDRA_LOGIN_PORT"
-  DSN=memory \
+  # A file, not DSN=memory: Hydra's in-memory SQLite vanishes ("Unable to
+  # locate the table") once its pool closes the last connection, and
+  # refuses concurrent writes; WAL with a busy timeout queues them instead.
+  local dsn="sqlite://$services_dir/hydra.sqlite?_fk=true&_journal_mode=WAL&_busy_timeout=30000"
+  DSN="$dsn" "$HYDRA_BIN" migrate sql up -e --yes >"$services_dir/hydra-migrate.log" 2>&1 || {
+    echo "Hydra's migrations failed; their log:" >&2
+    tail -n 40 "$services_dir/hydra-migrate.log" >&2
+    return 1
+  }
+  DSN="$dsn" \
   SECRETS_SYSTEM="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
   URLS_SELF_ISSUER="$HYDRA_PUBLIC_URL" \
   URLS_LOGIN="http://$HYDRA_LOGIN_ADDR/login" \
