@@ -27,6 +27,8 @@ type faultStore struct {
 	gets, puts atomic.Int64
 	// failPut, if set, decides whether the n-th Put (from 1) to path fails.
 	failPut func(path string, n int64) bool
+	// failGet, if set, decides whether a Get of path fails.
+	failGet func(path string) bool
 	// hold, if set, blocks each Get until it is closed.
 	hold chan struct{}
 	// onPut, if set, runs inside each Put before it reaches the store.
@@ -37,6 +39,9 @@ var errStoreDown = errors.New("store unavailable (injected)")
 
 func (s *faultStore) Get(ctx context.Context, p string) (kv.Entry, error) {
 	s.gets.Add(1)
+	if s.failGet != nil && s.failGet(p) {
+		return kv.Entry{}, errStoreDown
+	}
 	if s.hold != nil {
 		select {
 		case <-s.hold:
@@ -714,5 +719,59 @@ func TestPendingWriteRotatedDuringItsPut(t *testing.T) {
 	}
 	if e, _ := k.cache.get(demo); e.pending != nil || e.tok.RefreshToken != "rt-2" {
 		t.Fatalf("cache: pending %v, refresh token %q", e.pending != nil, e.tok.RefreshToken)
+	}
+}
+
+// A refresh of an unsaved token set can finish after the writer has put
+// that set in the store. The store then holds the refresh token just
+// redeemed: the rotated set must follow it there, or the connection is
+// lost at its next refresh. Once with the connection still cached, once
+// with the cache having dropped it (the store then says which version to
+// write over).
+func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
+	for _, evicted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("evicted=%v", evicted), func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			fs := newFileStore(t)
+			cache := NewCache()
+			k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
+			t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
+			seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+			rec, v, err := k.read(demo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// rt-0 was redeemed for rt-1, which the store has not
+			// taken yet; at-1 is due.
+			next := rec
+			next.tok.AccessToken, next.tok.RefreshToken, next.tok.Expiry = "at-1", "rt-1", clk.Now().Add(time.Minute)
+			pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
+			k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
+			clk.Add(2 * time.Minute)
+
+			r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+				// While rt-1 is being redeemed, the writer lands it.
+				if _, err, ok := k.write(demo, pw); err != nil || !ok {
+					t.Errorf("write: %v, %v", err, ok)
+				}
+				if evicted {
+					k.cache.forget(demo)
+				}
+				return &oauth2.Token{AccessToken: "at-2", RefreshToken: "rt-2", Expiry: clk.Now().Add(time.Hour)}, nil
+			}}
+			tok, err := k.Token(context.Background(), demo, r, policy)
+			if err != nil || tok.AccessToken != "at-2" {
+				t.Fatalf("Token: %q, %v; want at-2", tok.AccessToken, err)
+			}
+			if r.count() != 1 || r.calls[0] != "rt-1" {
+				t.Fatalf("redeemed %v; want [rt-1]", r.calls)
+			}
+			if d := stored(t, fs, demo); d["refresh_token"] != "rt-2" || d["state"] != "" {
+				t.Fatalf("the store holds refresh token %q (state %q); want rt-2, the only one not spent", d["refresh_token"], d["state"])
+			}
+			if e, _ := k.cache.get(demo); e.pending != nil {
+				t.Fatal("the rotated token set is still pending after the store took it")
+			}
+		})
 	}
 }

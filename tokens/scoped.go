@@ -428,28 +428,11 @@ func (k *Keeper) scopedUnsaved(j job, sk scopedKey, r ScopedRefresher, scopes []
 		return Token{}, &UnavailableError{RetryAfter: 5 * time.Second, Err: err}
 	}
 	next, scoped := scopedResult(ot, rec.tok, now)
-	kept := false
-	k.cache.update(j.key, func(e *entry) {
-		if e.pending != pw {
-			return
-		}
-		kept = true
-		pw.rec.tok.RefreshToken, pw.rec.tok.RefreshExpiry = next.RefreshToken, next.RefreshExpiry
-		e.tok = pw.rec.tok
-	})
-	if !kept {
-		// The pending write landed meanwhile (or was dropped, the
-		// connection replaced): the store holds the refresh token just
-		// redeemed, which only the rotated one may replace.
-		cur, cv, err := k.peek(j.key)
-		if err != nil || cur.state != Active || cur.tok.Generation != rec.tok.Generation || cur.tok.RefreshToken != rec.tok.RefreshToken {
-			return Token{}, ErrAuthorizationRequired
-		}
-		cur.tok.RefreshToken, cur.tok.RefreshExpiry = next.RefreshToken, next.RefreshExpiry
-		cur.lease = lease{}
-		if _, err := k.commit(j, &pendingWrite{rec: record{tok: cur.tok}, cas: cv, base: rec.tok.RefreshToken, triggers: []string{"scoped"}}); err != nil {
-			return Token{}, err
-		}
+	if _, err := k.carry(j, pw, rec.tok, func(t Token) Token {
+		t.RefreshToken, t.RefreshExpiry = next.RefreshToken, next.RefreshExpiry
+		return t
+	}); err != nil {
+		return Token{}, err
 	}
 	k.keepScoped(sk, scoped, now)
 	return scoped, nil

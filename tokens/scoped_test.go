@@ -371,3 +371,60 @@ func (f *failingScoped) RefreshScoped(context.Context, string, []string) (*oauth
 	f.calls.Add(1)
 	return nil, &connector.ProviderError{Status: 503}
 }
+
+// A scoped refresh of an unsaved token set can finish after the writer has
+// put that set in the store, and the store can fail right after: the
+// rotated refresh token must still follow the set there, as for the
+// connection's own refresh, once the store answers again.
+func TestScopedUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	var down atomic.Bool
+	st := &faultStore{Store: newFileStore(t)}
+	st.failGet = func(string) bool { return down.Load() }
+	st.failPut = func(string, int64) bool { return down.Load() }
+	cache := NewCache()
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: cache})
+	t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	rec, v, err := k.read(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := rec
+	next.tok.AccessToken, next.tok.RefreshToken = "at-1", "rt-1"
+	pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
+	k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
+
+	r := &scopedRefresher{now: clk.Now, current: "rt-1"}
+	r.n.Store(1)
+	land := &beforeRefresh{scopedRefresher: r, before: func() {
+		if _, err, ok := k.write(demo, pw); err != nil || !ok {
+			t.Errorf("write: %v, %v", err, ok)
+		}
+		down.Store(true)
+	}}
+	tok, err := k.TokenFor(context.Background(), demo, land, policy, sharepoint)
+	if err != nil || !strings.HasPrefix(tok.AccessToken, "at-2 ") {
+		t.Fatalf("TokenFor = %q, %v", tok.AccessToken, err)
+	}
+	down.Store(false)
+	eventually(t, "the rotated refresh token to reach the store", func() bool { return stored(t, st, demo)["refresh_token"] == "rt-2" })
+	if d := stored(t, st, demo); d["access_token"] != "at-1" {
+		t.Fatalf("the store holds access token %q; want the connection's own at-1", d["access_token"])
+	}
+}
+
+// beforeRefresh runs before on each token request.
+type beforeRefresh struct {
+	*scopedRefresher
+	before func()
+}
+
+func (b *beforeRefresh) Refresh(ctx context.Context, rt string) (*oauth2.Token, error) {
+	return b.RefreshScoped(ctx, rt, nil)
+}
+
+func (b *beforeRefresh) RefreshScoped(ctx context.Context, rt string, scopes []string) (*oauth2.Token, error) {
+	b.before()
+	return b.scopedRefresher.RefreshScoped(ctx, rt, scopes)
+}

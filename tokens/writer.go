@@ -220,17 +220,7 @@ func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
 	now = k.now()
 	if err == nil {
 		next := fromResponse(j.r, ot, tok, now)
-		k.cache.update(j.key, func(e *entry) {
-			if e.pending != pw {
-				return
-			}
-			pw.rec.tok = next
-			if len(pw.triggers) < maxTriggers {
-				pw.triggers = append(pw.triggers, j.trigger)
-			}
-			e.tok, e.failures, e.retryAt = next, 0, time.Time{}
-		})
-		return next, nil
+		return k.carry(j, pw, tok, func(Token) Token { return next })
 	}
 	switch connector.ClassOf(err) {
 	case connector.GrantRejected:
@@ -253,6 +243,41 @@ func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
 	k.obs.Refreshed(j.key, j.trigger, "transient")
 	wait := k.failed(j.key, connector.RetryAfterOf(err), "refresh failed temporarily; will retry")
 	return k.serveUnsaved(tok, &UnavailableError{RetryAfter: wait, Err: err})
+}
+
+// carry keeps the token set obtained by redeeming the refresh token of
+// redeemed, pw's token set; change makes it from the connection's current
+// one. While pw is pending, it goes into pw. If the store took pw
+// meanwhile, the store holds the refresh token just redeemed, which a
+// rotating provider no longer honours: the new set follows it there as a
+// write of its own, or the connection would be lost at its next refresh.
+func (k *Keeper) carry(j job, pw *pendingWrite, redeemed Token, change func(Token) Token) (Token, error) {
+	kept := false
+	// At version 0 when the cache cannot say which version holds
+	// redeemed: the write's check-and-set then fails, and it asks the
+	// store, which also tells a connection replaced meanwhile.
+	follow := &pendingWrite{rec: record{tok: change(redeemed)}, base: redeemed.RefreshToken, triggers: []string{j.trigger}}
+	k.cache.updateCached(j.key, func(e *entry) {
+		switch {
+		case e.pending == pw:
+			pw.rec.tok = change(pw.rec.tok)
+			if len(pw.triggers) < maxTriggers {
+				pw.triggers = append(pw.triggers, j.trigger)
+			}
+			e.tok, e.failures, e.retryAt = pw.rec.tok, 0, time.Time{}
+			follow.rec.tok, kept = pw.rec.tok, true
+		case e.pending == nil && e.version > 0 &&
+			e.tok.Generation == redeemed.Generation && e.tok.RefreshToken == redeemed.RefreshToken:
+			// Pending from now on, so that a refresh meanwhile
+			// redeems the new refresh token, not the spent one.
+			follow.rec.tok, follow.cas = change(e.tok), e.version
+			e.pending, e.tok, e.failures, e.retryAt = follow, follow.rec.tok, 0, time.Time{}
+		}
+	})
+	if kept {
+		return follow.rec.tok, nil
+	}
+	return k.commit(j, follow)
 }
 
 func (k *Keeper) serveUnsaved(tok Token, err error) (Token, error) {
