@@ -41,7 +41,7 @@ type settings struct {
 }
 
 var (
-	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000, 1000000}, outage: 20 * time.Second, wave: 2000}
+	full  = settings{rounds: 3, duration: 5 * time.Second, concurrency: 16, storm: 1000, memory: []int{1000, 10000, 100000, 1000000}, outage: 20 * time.Second, wave: 10000}
 	smoke = settings{rounds: 1, duration: 300 * time.Millisecond, concurrency: 4, storm: 100, memory: []int{1000}, outage: 3 * time.Second, wave: 30}
 )
 
@@ -146,7 +146,7 @@ func main() {
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of the proxy process during the overhead runs to this directory")
 	flag.BoolVar(&overheadOnly, "overhead", false, "run only the overhead and hot-path sections (1 and 2)")
 	memOnly := flag.String("memory", "", "measure only the cache (section 5), at these comma-separated sizes; needs no servers")
-	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 2000, -smoke 30; 0 skips it)")
+	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 10000, -smoke 30; 0 skips it)")
 	flag.BoolVar(&waveOnly, "wave-only", false, "run only the refresh wave")
 	flag.Parse()
 	if *memOnly != "" {
@@ -448,6 +448,7 @@ func (r *report) markdown(out io.Writer) {
 	p("Settings: %d alternating rounds of %s per measurement, %d concurrent clients; storms of %d requests.",
 		r.settings.rounds, r.settings.duration, r.settings.concurrency, r.settings.storm)
 	p("")
+	r.summary(p)
 	p("### 1. Overhead: oauthconn_proxy against reverse_proxy with a static Authorization header")
 	p("")
 	p("| request | proxy | req/s | p50 | p99 | failures |")
