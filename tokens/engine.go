@@ -96,14 +96,8 @@ func (k *Keeper) run(j job) (Token, error) {
 			e.forcedEnd = k.now()
 		}
 	})
-	g, limit := k.gate(j.key.Connector), j.p.maxConcurrentRefreshes()
-	g.acquire(due, limit)
-	held := true
-	defer func() {
-		if held {
-			g.release()
-		}
-	}()
+	s := k.takeSlot(j.key, due, j.p)
+	defer s.free()
 	giveUp := k.now().Add(k.budget.lease + k.budget.skew)
 	looks := 0
 	for {
@@ -135,11 +129,7 @@ func (k *Keeper) run(j job) (Token, error) {
 					Err: errors.New("waiting for another replica's refresh")})
 			}
 			looks++
-			g.release()
-			held = false
-			time.Sleep(g.leaseWait(looks, rec.lease, now, k.budget.skew))
-			g.acquire(due, limit)
-			held = true
+			s.pause(s.g.leaseWait(looks, rec.lease, now, k.budget.skew))
 			continue
 		}
 		l, lv, err := k.takeLease(j.key, rec, version)
@@ -154,7 +144,7 @@ func (k *Keeper) run(j job) (Token, error) {
 		start := time.Now()
 		tok, err, again := k.redeem(j, rec, l, lv)
 		if err == nil && !again {
-			g.took(time.Since(start))
+			s.g.took(time.Since(start))
 		}
 		if again {
 			continue

@@ -129,6 +129,40 @@ func (g *gate) acquire(due time.Time, limit int) {
 	<-t.ready
 }
 
+// slot is a refresh job's hold on its connector's gate, taken for the
+// job's connection falling due at due.
+type slot struct {
+	g     *gate
+	due   time.Time
+	limit int
+	held  bool
+}
+
+// takeSlot waits for a slot of key's connector under p's bound.
+func (k *Keeper) takeSlot(key Key, due time.Time, p Policy) *slot {
+	s := &slot{g: k.gate(key.Connector), due: due, limit: p.maxConcurrentRefreshes()}
+	s.g.acquire(due, s.limit)
+	s.held = true
+	return s
+}
+
+// pause gives the slot back for d (while the job waits for another
+// replica's lease, others may refresh), then queues for it again.
+func (s *slot) pause(d time.Duration) {
+	s.free()
+	time.Sleep(d)
+	s.g.acquire(s.due, s.limit)
+	s.held = true
+}
+
+// free gives the slot back, once.
+func (s *slot) free() {
+	if s.held {
+		s.held = false
+		s.g.release()
+	}
+}
+
 // release gives a slot back and hands free slots to the jobs queued first.
 func (g *gate) release() {
 	g.mu.Lock()

@@ -39,6 +39,10 @@ func (r *heldRefresher) Refresh(_ context.Context, rt string) (*oauth2.Token, er
 	return &oauth2.Token{AccessToken: fmt.Sprint("at-new-", n), RefreshToken: fmt.Sprint("rt-new-", n), Expiry: r.now().Add(time.Hour)}, nil
 }
 
+func (r *heldRefresher) RefreshScoped(ctx context.Context, rt string, _ []string) (*oauth2.Token, error) {
+	return r.Refresh(ctx, rt)
+}
+
 func (r *heldRefresher) inFlight() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -88,6 +92,41 @@ func TestRefreshWaveIsBounded(t *testing.T) {
 	wg.Wait()
 	if r.most > 2 || got.Load() != n || r.n.Load() != n {
 		t.Fatalf("%d token requests at most in flight, %d of %d requests got a new token after %d token requests; want at most 2, %d, %d",
+			r.most, got.Load(), n, r.n.Load(), n, n)
+	}
+}
+
+// A wave of tokens for another resource (scoped refreshes) is bounded by
+// MaxConcurrentRefreshes as the connections' own refreshes are, and every
+// request gets its token.
+func TestScopedWaveIsBounded(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now})
+	t.Cleanup(k.Wait)
+	const n = 30
+	for i := range n {
+		seedUser(t, k, i, clk.Now().Add(time.Hour)) // fresh: only the scoped tokens are needed
+	}
+	r := &heldRefresher{now: clk.Now, release: make(chan struct{})}
+	t.Cleanup(func() { close(r.release) })
+	p := policy
+	p.MaxConcurrentRefreshes, p.MaxWait = 2, time.Hour
+	var wg sync.WaitGroup
+	var got atomic.Int64
+	for i := range n {
+		wg.Go(func() {
+			if tok, err := k.TokenFor(context.Background(), user(i), r, p, sharepoint); err == nil && tok.AccessToken != "" {
+				got.Add(1)
+			}
+		})
+	}
+	for range n {
+		eventually(t, "a token request to arrive", func() bool { return r.inFlight() > 0 })
+		r.release <- struct{}{}
+	}
+	wg.Wait()
+	if r.most > 2 || got.Load() != n || r.n.Load() != n {
+		t.Fatalf("%d scoped token requests at most in flight, %d of %d requests got a token after %d token requests; want at most 2, %d, %d",
 			r.most, got.Load(), n, r.n.Load(), n, n)
 	}
 }
@@ -170,6 +209,35 @@ func TestWaitingRequestsAreBounded(t *testing.T) {
 	if tok, err := k.Token(context.Background(), user(10), nil, p); err != nil || tok.AccessToken != "at-10" {
 		t.Fatalf("after the wave: %q, %v; want at-10", tok.AccessToken, err)
 	}
+}
+
+// Requests waiting for a scoped token count among the connector's waiting
+// requests: beyond MaxWaiting one is answered at once with ErrOverloaded.
+func TestScopedWaitingRequestsAreBounded(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now})
+	t.Cleanup(k.Wait)
+	for i := range 4 {
+		seedUser(t, k, i, clk.Now().Add(time.Hour))
+	}
+	r := &heldRefresher{now: clk.Now, release: make(chan struct{})}
+	t.Cleanup(func() { close(r.release) })
+	p := policy
+	p.MaxWaiting, p.MaxWait = 3, time.Hour
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { k.TokenFor(context.Background(), user(i), r, p, sharepoint) })
+	}
+	g := k.gate("demo")
+	eventually(t, "3 requests to wait", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.waiting == 3 })
+	_, err := k.TokenFor(context.Background(), user(3), r, p, sharepoint)
+	if !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("the 4th waiting request got %v; want ErrOverloaded at once", err)
+	}
+	for range 4 { // the shed request's refresh went on
+		r.release <- struct{}{}
+	}
+	wg.Wait()
 }
 
 // BenchmarkWaitingMemory measures what a request waiting for a token costs

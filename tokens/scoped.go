@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -201,6 +200,7 @@ func (k *Keeper) RejectedFor(ctx context.Context, key Key, r ScopedRefresher, p 
 }
 
 // waitScoped runs scopedDo and waits for it at most the policy's MaxWait.
+// Its callers count among the connector's waiting requests, as do's do.
 func (k *Keeper) waitScoped(ctx context.Context, sk scopedKey, r ScopedRefresher, p Policy, trigger string, want func(Token, time.Time) bool) (Token, error) {
 	type result struct {
 		tok Token
@@ -213,6 +213,11 @@ func (k *Keeper) waitScoped(ctx context.Context, sk scopedKey, r ScopedRefresher
 		tok, err := k.scopedDo(sk, r, p, trigger, want)
 		ch <- result{tok, err}
 	}()
+	g := k.gate(sk.key.Connector)
+	if err := g.enter(p.maxWaiting()); err != nil {
+		return Token{}, err // the work goes on in the background
+	}
+	defer g.leave()
 	t := time.NewTimer(p.maxWait())
 	defer t.Stop()
 	select {
@@ -270,9 +275,17 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 			e.forcedEnd = k.now()
 		}
 	})
+	// Bounded with the connection's own refreshes: a wave of scoped
+	// tokens must not outrun max_concurrent_refreshes either.
+	var due time.Time
+	if e := k.cache.scoped.get(sk); e.tok.AccessToken != "" {
+		due = e.tok.DueAt(j.p.Margin)
+	}
+	s := k.takeSlot(j.key, due, j.p)
+	defer s.free()
 	scopes := strings.Fields(sk.scopes)
 	giveUp := k.now().Add(k.budget.lease + k.budget.skew)
-	wait := 50 * time.Millisecond
+	looks := 0
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
 			return k.scopedUnsaved(j, sk, r, scopes, e.pending)
@@ -305,8 +318,8 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 			if now.After(giveUp) {
 				return Token{}, &UnavailableError{RetryAfter: 5 * time.Second, Err: errors.New("waiting for another replica's refresh")}
 			}
-			time.Sleep(wait + rand.N(wait/2+1)) // jittered, so replicas spread their reads
-			wait = min(wait*2, time.Second)
+			looks++
+			s.pause(s.g.leaseWait(looks, rec.lease, now, k.budget.skew))
 			continue
 		}
 		l, lv, err := k.takeLease(j.key, rec, version)
@@ -323,6 +336,7 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 		if err != nil {
 			return Token{}, &UnavailableError{RetryAfter: 5 * time.Second, Err: fmt.Errorf("renewing the refresh lease: %w", err)}
 		}
+		start := time.Now()
 		ctx, cancel := context.WithDeadline(context.Background(), k.budget.redeemBy(l.until))
 		ctx, cancel2 := context.WithTimeout(ctx, k.budget.token)
 		ot, err := r.RefreshScoped(ctx, rec.tok.RefreshToken, scopes)
@@ -330,6 +344,7 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 		cancel()
 		now = k.now()
 		if err == nil {
+			s.g.took(time.Since(start))
 			next, scoped := scopedResult(ot, rec.tok, now)
 			// The write releases the lease and keeps a rotated
 			// refresh token, the connection's access token unchanged.
