@@ -684,6 +684,23 @@ func TestRevalidationDoesNotRevive(t *testing.T) {
 	}
 }
 
+// rotatedUnsaved seeds the demo connection with at-0 and rt-0, then gives
+// it a pending write of at-1 and rt-1 expiring at expiry: rt-0 redeemed,
+// and the store has not taken the rotated set yet.
+func rotatedUnsaved(t *testing.T, k *Keeper, expiry time.Time) *pendingWrite {
+	t.Helper()
+	seed(t, k, "at-0", "rt-0", k.now().Add(time.Hour))
+	rec, v, err := k.read(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := rec
+	next.tok.AccessToken, next.tok.RefreshToken, next.tok.Expiry = "at-1", "rt-1", expiry
+	pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
+	k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
+	return pw
+}
+
 // A refresh of an unsaved token set can rotate it again while the writer's
 // Put of it is in flight. The rotated token set must still reach the store:
 // the one being written has a spent refresh token.
@@ -691,15 +708,7 @@ func TestPendingWriteRotatedDuringItsPut(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	st := &faultStore{Store: newFileStore(t)}
 	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
-	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
-	rec, v, err := k.read(demo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := rec
-	next.tok.AccessToken, next.tok.RefreshToken = "at-1", "rt-1"
-	pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
-	k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
+	pw := rotatedUnsaved(t, k, clk.Now().Add(time.Hour))
 	once := true
 	st.onPut = func() {
 		if once { // as refreshUnsaved does: rt-1 redeemed for rt-2
@@ -736,18 +745,8 @@ func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
 			cache := NewCache()
 			k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
 			t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
-			seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
-			rec, v, err := k.read(demo)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// rt-0 was redeemed for rt-1, which the store has not
-			// taken yet; at-1 is due.
-			next := rec
-			next.tok.AccessToken, next.tok.RefreshToken, next.tok.Expiry = "at-1", "rt-1", clk.Now().Add(time.Minute)
-			pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
-			k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
-			clk.Add(2 * time.Minute)
+			pw := rotatedUnsaved(t, k, clk.Now().Add(time.Minute))
+			clk.Add(2 * time.Minute) // at-1 is due
 
 			r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
 				// While rt-1 is being redeemed, the writer lands it.

@@ -385,16 +385,7 @@ func TestScopedUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
 	cache := NewCache()
 	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: cache})
 	t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
-	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
-	rec, v, err := k.read(demo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := rec
-	next.tok.AccessToken, next.tok.RefreshToken = "at-1", "rt-1"
-	pw := &pendingWrite{rec: next, cas: v, base: "rt-0"}
-	k.cache.update(demo, func(e *entry) { e.pending, e.tok = pw, next.tok })
-
+	pw := rotatedUnsaved(t, k, clk.Now().Add(time.Hour))
 	r := &scopedRefresher{now: clk.Now, current: "rt-1"}
 	r.n.Store(1)
 	land := &beforeRefresh{scopedRefresher: r, before: func() {
