@@ -204,7 +204,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("oauthconn: public_url %q must not have a query or fragment", a.PublicURL)
 		}
 		a.public = u
-		if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		if !connector.SecureOrLoopback(u) {
 			return fmt.Errorf("oauthconn: public_url %q must be https: over plain http the flow cookie cannot be Secure and authorization codes travel in clear (http is allowed only for localhost)", a.PublicURL)
 		}
 	}
@@ -473,8 +473,6 @@ func (a *App) flowCookies() flow.Cookie {
 		TTL:    a.flows.TTL(),
 	}
 }
-
-func isLoopback(host string) bool { return connector.IsLoopbackHost(host) }
 
 // appFrom gets the oauthconn app for a handler.
 func appFrom(ctx caddy.Context) (*App, error) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/vault"
 )
 
@@ -105,7 +106,7 @@ func (d *doctorRun) redirectURI(conn, raw string) {
 	case err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
 		d.add("error", conn, "redirect_uri", fmt.Sprintf("%q is not an absolute http(s) URL", raw),
 			"set public_url (or the connector's redirect_uri) to an absolute https URL")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
+	case !connector.SecureOrLoopback(u):
 		d.add("error", conn, "redirect_uri", fmt.Sprintf("%s is plain http on a host that is not loopback: providers refuse it, and the code would travel in clear", raw),
 			"serve the connect routes over https and use an https public_url")
 	case u.Path != want:
@@ -127,7 +128,7 @@ func (d *doctorRun) endpoint(ctx context.Context, conn, check, rawURL, method st
 		d.add("error", conn, check, fmt.Sprintf("%q is not an absolute URL", rawURL), "set "+check+" to the provider's endpoint")
 		return
 	}
-	if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+	if !connector.SecureOrLoopback(u) {
 		d.add("warn", conn, check, rawURL+" is not https", "use the provider's https endpoint")
 	}
 	if net.ParseIP(u.Hostname()) == nil {

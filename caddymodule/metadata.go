@@ -275,7 +275,7 @@ func (m *metadataUpstream) check(u *url.URL) (target, error) {
 	if err := connector.ValidHost(u.Host); err != nil {
 		return target{}, errNotAllowed{fmt.Sprintf("the upstream host %q is not a host name or IP address: %v", u.Host, err)}
 	}
-	if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+	if !connector.SecureOrLoopback(u) {
 		return target{}, errNotAllowed{fmt.Sprintf("the upstream %s://%s is plain http on a host that is not loopback; only https is allowed", u.Scheme, u.Host)}
 	}
 	if !connector.MatchAny(m.allowed, u.Scheme, u.Host) {

@@ -293,7 +293,7 @@ func checkResourceURL(raw string) error {
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return fmt.Errorf("%q must be an absolute https URL", raw)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if !connector.SecureOrLoopback(u) {
 		return fmt.Errorf("%q must be https (plain http only on a loopback host)", raw)
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {

@@ -131,7 +131,7 @@ func (c *Config) ValidateMetadata() error {
 	}
 	if d := c.Discovery; d != nil {
 		u, err := url.Parse(d.URL)
-		if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || (u.Scheme != "https" && !(u.Scheme == "http" && IsLoopbackHost(u.Hostname()))) {
+		if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" || !SecureOrLoopback(u) {
 			return fmt.Errorf("connector %s: the metadata discovery URL must be an absolute https URL (http only on a loopback host)", c.Name)
 		}
 		if len(d.Pick) == 0 {
@@ -298,10 +298,17 @@ func jsonPath(v any, path string) any {
 	return v
 }
 
-// IsLoopbackHost reports whether host (a host name or IP literal, without
+// SecureOrLoopback reports whether u is https, or plain http to a loopback
+// host: what this proxy accepts for every URL that carries tokens, codes or
+// secrets (public_url, endpoints, upstreams, discovered documents).
+func SecureOrLoopback(u *url.URL) bool {
+	return u.Scheme == "https" || (u.Scheme == "http" && isLoopbackHost(u.Hostname()))
+}
+
+// isLoopbackHost reports whether host (a host name or IP literal, without
 // port) is this machine's: localhost, a name under .localhost, or a
 // loopback address. Plain http is allowed only to such hosts.
-func IsLoopbackHost(host string) bool {
+func isLoopbackHost(host string) bool {
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}

@@ -124,7 +124,7 @@ func checkEndpoint(name, raw string) error {
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return fmt.Errorf("%w: %s %q is not an absolute http(s) URL", ErrFailed, name, raw)
 	}
-	if u.Scheme == "http" && !connector.IsLoopbackHost(u.Hostname()) {
+	if !connector.SecureOrLoopback(u) {
 		return fmt.Errorf("%w: %s %s is plain http on a host that is not loopback", ErrFailed, name, raw)
 	}
 	if u.Fragment != "" {
