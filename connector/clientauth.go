@@ -1,15 +1,11 @@
 package connector
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
+	"slices"
 	"time"
 )
 
@@ -81,10 +77,10 @@ func newClientAuth(cfg Config, base http.RoundTripper) (*clientAuthTransport, er
 	if !cfg.AuthStyle.usesAssertion() {
 		return nil, nil
 	}
-	t := &clientAuthTransport{base: base, clientID: cfg.ClientID, endpoints: map[string]bool{}}
+	t := &clientAuthTransport{base: base, clientID: cfg.ClientID}
 	for _, u := range []string{cfg.TokenURL, cfg.RevocationURL} {
 		if u != "" {
-			t.endpoints[endpointKey(u)] = true
+			t.endpoints = append(t.endpoints, u)
 		}
 	}
 	if cfg.AuthStyle == AuthClientAssertion {
@@ -124,25 +120,21 @@ func newClientAuth(cfg Config, base http.RoundTripper) (*clientAuthTransport, er
 type clientAuthTransport struct {
 	base      http.RoundTripper
 	clientID  string
-	endpoints map[string]bool
+	endpoints []string
 	assert    func(context.Context) (string, error)
 }
 
 func (t *clientAuthTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method != http.MethodPost || !t.endpoints[endpointKey(r.URL.String())] || r.Body == nil {
+	if r.Method != http.MethodPost || !slices.ContainsFunc(t.endpoints, func(e string) bool { return sameEndpoint(r.URL, e) }) {
 		return t.base.RoundTrip(r)
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+	r = r.Clone(r.Context())
+	form, ok, err := readForm(r)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
 		return t.base.RoundTrip(r)
-	}
-	body, err := io.ReadAll(r.Body)
-	r.Body.Close()
-	if err != nil {
-		return nil, fmt.Errorf("reading token request body: %w", err)
-	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		return nil, fmt.Errorf("parsing token request body: %w", err)
 	}
 	assertion, err := t.assert(r.Context())
 	if err != nil {
@@ -152,25 +144,9 @@ func (t *clientAuthTransport) RoundTrip(r *http.Request) (*http.Response, error)
 	form.Set("client_id", t.clientID)
 	form.Set("client_assertion_type", JWTBearerAssertionType)
 	form.Set("client_assertion", assertion)
-	enc := []byte(form.Encode())
-	r = r.Clone(r.Context())
 	r.Header.Del("Authorization")
-	r.Body = io.NopCloser(bytes.NewReader(enc))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(enc)), nil }
-	r.ContentLength = int64(len(enc))
-	r.Header.Set("Content-Length", strconv.Itoa(len(enc)))
+	setBody(r, []byte(form.Encode()))
 	return t.base.RoundTrip(r)
-}
-
-// endpointKey is a URL without query and fragment, to recognise requests
-// to an endpoint.
-func endpointKey(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.RawQuery, u.Fragment, u.User = "", "", nil
-	return strings.TrimSuffix(u.String(), "?")
 }
 
 // assertionRefused reports whether a token endpoint's answer to an

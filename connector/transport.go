@@ -8,7 +8,6 @@ import (
 	"math"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 )
@@ -38,41 +37,31 @@ func (t *tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set(k, v)
 	}
 	refresh := false
-	if r.Body != nil {
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" {
-			form, err := io.ReadAll(r.Body)
-			r.Body.Close()
-			if err != nil {
-				return nil, fmt.Errorf("reading token request body: %w", err)
-			}
-			vals, err := url.ParseQuery(string(form))
-			if err != nil {
-				return nil, fmt.Errorf("parsing token request body: %w", err)
-			}
-			refresh = vals.Get("grant_type") == "refresh_token"
-			if vals.Get("grant_type") != "" {
-				for k, v := range t.repeat {
-					if !vals.Has(k) {
-						vals.Set(k, v)
-					}
+	vals, ok, err := readForm(r)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		refresh = vals.Get("grant_type") == "refresh_token"
+		if vals.Get("grant_type") != "" {
+			for k, v := range t.repeat {
+				if !vals.Has(k) {
+					vals.Set(k, v)
 				}
 			}
-			body := []byte(vals.Encode())
-			if t.json {
-				obj := make(map[string]string, len(vals))
-				for k := range vals {
-					obj[k] = vals.Get(k)
-				}
-				if body, err = json.Marshal(obj); err != nil {
-					return nil, fmt.Errorf("encoding token request body: %w", err)
-				}
-				r.Header.Set("Content-Type", "application/json")
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-			r.ContentLength = int64(len(body))
-			r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 		}
+		body := []byte(vals.Encode())
+		if t.json {
+			obj := make(map[string]string, len(vals))
+			for k := range vals {
+				obj[k] = vals.Get(k)
+			}
+			if body, err = json.Marshal(obj); err != nil {
+				return nil, fmt.Errorf("encoding token request body: %w", err)
+			}
+			r.Header.Set("Content-Type", "application/json")
+		}
+		setBody(r, body)
 	}
 	r.Header.Set("Accept", "application/json")
 	resp, err := t.base.RoundTrip(r)
@@ -80,12 +69,6 @@ func (t *tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	return t.rewrite(resp, refresh)
-}
-
-// sameEndpoint reports whether u is the endpoint at raw (query aside).
-func sameEndpoint(u *url.URL, raw string) bool {
-	e, err := url.Parse(raw)
-	return err == nil && strings.EqualFold(u.Host, e.Host) && u.Path == e.Path
 }
 
 // TokenResponse is a token endpoint's answer as a preset's ResponseHook
