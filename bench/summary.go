@@ -46,8 +46,9 @@ func (r *report) summary(p func(string, ...any)) {
 		p("| cache hit p99, %d goroutines, %d connections | reported | %s | |", hitWorkers, m.connections, us(m.hitP99))
 		p("| slowest miss while evicting, %d connections | reported | %s | |", m.connections, ms(m.longestMiss))
 	}
-	// Backoff from 1 s, doubling: tries at about 0, 1, 3, 7, 15, … s.
-	tries := int64(math.Log2(r.outage.duration.Seconds()+1)) + 1
+	// Backoff from 1 s, doubling: tries at about 0, 1, 3, 7, 15, … s, and
+	// one more for the jitter.
+	tries := int64(math.Log2(r.outage.duration.Seconds()+1)) + 2
 	row(fmt.Sprintf("token requests during a %s outage at %d requests/s", r.outage.duration, outageRate),
 		fmt.Sprintf("≤ %d (backoff)", tries), fmt.Sprint(r.outage.tokenRequests), r.outage.tokenRequests <= tries && r.outage.other == 0)
 	if w := r.wave; w != nil {

@@ -412,11 +412,15 @@ func unmarshalClientKey(d *caddyfile.Dispenser, name string) (*ClientKey, error)
 //		mount     <path>
 //		prefix    <path>
 //		namespace <namespace>
+//		timeout   <duration>
+//		max_retries <n>
 //		encrypt   transit <key> [<mount>]
 //	}
 //
 // where several addresses are the nodes (or load balancers) of one Vault
-// cluster, tried in order when the one in use is down, and encrypt seals
+// cluster, tried in order when the one in use is down, timeout bounds
+// each call to Vault with its retries (default 5s), max_retries is how
+// many times a failed call is tried again (default 2; -1: never), and encrypt seals
 // the tokens of every record with a derived Transit key (mount default:
 // transit); and, instead of a token, one of:
 //
@@ -460,6 +464,28 @@ func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 3 {
 				v.Encrypt.Mount = args[2]
 			}
+			continue
+		case "timeout":
+			var raw string
+			if err := oneArg(d, &raw); err != nil {
+				return err
+			}
+			dur, err := caddy.ParseDuration(raw)
+			if err != nil {
+				return d.Errf("store vault: timeout %q: %v", raw, err)
+			}
+			v.Timeout = caddy.Duration(dur)
+			continue
+		case "max_retries":
+			var raw string
+			if err := oneArg(d, &raw); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(raw)
+			if err != nil {
+				return d.Errf("store vault: max_retries %q is not a whole number", raw)
+			}
+			v.MaxRetries = n
 			continue
 		case "auth":
 			a, err := unmarshalVaultAuth(d)

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -45,6 +46,17 @@ type VaultStore struct {
 
 	// Auth is how to log in to Vault. Default: the token (or VAULT_TOKEN).
 	Auth *VaultAuth `json:"auth,omitempty"`
+
+	// Timeout bounds each call to Vault, its retries included, so that a
+	// Vault that does not answer turns into a clear error (and, for a
+	// refresh, a token set kept in memory and written later) rather than
+	// a request hanging. Default: 5s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// MaxRetries is how many times a call that failed with a server error
+	// or could not reach Vault is tried again, within Timeout. Default: 2.
+	// Negative: no retries.
+	MaxRetries int `json:"max_retries,omitempty"`
 
 	// Encrypt, if set, seals the access and refresh tokens of every record
 	// with a key of Vault's Transit engine. Default: tokens are stored as
@@ -115,11 +127,16 @@ func (v *VaultStore) OpenStore() (RecordStore, error) {
 	repl := caddy.NewReplacer()
 	exp := func(s string) string { return repl.ReplaceKnown(s, "") }
 	cfg := vault.Config{
-		Address:   exp(v.Address),
-		Token:     exp(v.Token),
-		Mount:     exp(v.Mount),
-		Prefix:    exp(v.Prefix),
-		Namespace: exp(v.Namespace),
+		Address:    exp(v.Address),
+		Token:      exp(v.Token),
+		Mount:      exp(v.Mount),
+		Prefix:     exp(v.Prefix),
+		Namespace:  exp(v.Namespace),
+		Timeout:    time.Duration(v.Timeout),
+		MaxRetries: v.MaxRetries,
+	}
+	if v.Timeout < 0 {
+		return nil, fmt.Errorf("vault store: timeout must not be negative")
 	}
 	for _, a := range v.Addresses {
 		cfg.Addresses = append(cfg.Addresses, exp(a))
