@@ -87,7 +87,7 @@ func (h *ProxyHandler) serveGrant(w http.ResponseWriter, r *http.Request, next c
 	if err != nil {
 		return h.grantError(w, r, err)
 	}
-	first := &firstAttempt{w: w, header: http.Header{}, decide: func(status int) bool {
+	first := &firstAttempt{decide: func(status int) bool {
 		if c.appToken != nil && status == http.StatusUnauthorized {
 			// The upstream refused the application's token (revoked,
 			// or its permissions changed): the next request gets a
@@ -96,9 +96,8 @@ func (h *ProxyHandler) serveGrant(w http.ResponseWriter, r *http.Request, next c
 		}
 		return false
 	}}
-	err = h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, &h.static, nil), next)
-	first.trailers()
-	return err
+	first.begin(w)
+	return h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, &h.static, nil), next)
 }
 
 // exchange returns the token exchanged for the user's token that r carries.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -308,12 +307,14 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	}
 
 	first := &x.first
-	first.w, first.header, first.x = w, http.Header{}, x
+	first.x = x
+	first.begin(w)
 	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.tok.AccessToken, to, body), next)
 	if !first.swallowed {
-		first.trailers()
 		return err
 	}
+	// The swallowed answer's trailers may have come after its status.
+	first.undo()
 	if x.retryErr != nil {
 		return h.tokenError(w, r, x.retryErr)
 	}
@@ -333,7 +334,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 // (step-up), needs the person: no refresh satisfies it.
 func (x *exchange) retry(status int) bool {
 	h, c := x.h, x.h.conn
-	ch := discovery.ParseChallenge(x.first.header)
+	ch := discovery.ParseChallenge(x.first.Header())
 	if c.res != nil && status == http.StatusUnauthorized {
 		// A resource that names other metadata than it did is
 		// discovered again on the next use.
@@ -490,105 +491,9 @@ func (h *ProxyHandler) tokenError(w http.ResponseWriter, r *http.Request, err er
 	}
 }
 
-// firstAttempt is the response writer of the first upstream round trip. On
-// a 401 it asks its exchange whether to answer otherwise (retry); if so, it
-// swallows that response (headers and body) and sets swallowed, otherwise
-// it passes everything through.
-type firstAttempt struct {
-	w      http.ResponseWriter
-	header http.Header
-	// x decides for proxied requests of connections; decide, if x is
-	// nil, for the other grants' (grant.go).
-	x      *exchange
-	decide func(status int) bool
-
-	wrote     bool
-	swallowed bool
-}
-
-func (f *firstAttempt) Header() http.Header { return f.header }
-
-// refused asks whether a 401 or 403 is answered otherwise.
-func (f *firstAttempt) refused(status int) bool {
-	if f.x != nil {
-		return f.x.retry(status)
-	}
-	return f.decide != nil && f.decide(status)
-}
-
-func (f *firstAttempt) WriteHeader(code int) {
-	if f.wrote {
-		return
-	}
-	if (code == http.StatusUnauthorized || code == http.StatusForbidden) && f.refused(code) {
-		f.wrote, f.swallowed = true, true
-		return
-	}
-	dst := f.w.Header()
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		// Informational: the final status follows. Its headers (those
-		// of a 103 Early Hints, say) belong to it alone, so the writer's
-		// own are put back once it is sent.
-		own := dst.Clone()
-		maps.Copy(dst, f.header)
-		f.w.WriteHeader(code)
-		clear(dst)
-		maps.Copy(dst, own)
-		return
-	}
-	maps.Copy(dst, f.header)
-	f.wrote = true
-	f.w.WriteHeader(code)
-}
-
-func (f *firstAttempt) Write(b []byte) (int, error) {
-	if !f.wrote {
-		f.WriteHeader(http.StatusOK)
-	}
-	if f.swallowed {
-		return len(b), nil
-	}
-	return f.w.Write(b)
-}
-
-// trailers passes on the upstream's trailers, which the reverse proxy sets
-// in the header map after the body: announced ones (named in Trailer) and
-// unannounced ones (with http.TrailerPrefix). The header map is this
-// writer's own, so without this they would be dropped.
-func (f *firstAttempt) trailers() {
-	if !f.wrote || f.swallowed {
-		return
-	}
-	dst := f.w.Header()
-	announced := map[string]bool{}
-	for _, v := range dst.Values("Trailer") {
-		for name := range strings.SplitSeq(v, ",") {
-			announced[http.CanonicalHeaderKey(textproto.TrimString(name))] = true
-		}
-	}
-	for k, v := range f.header {
-		if announced[k] || strings.HasPrefix(k, http.TrailerPrefix) {
-			dst[k] = v
-		}
-	}
-}
-
-// Flush passes flushes through, so streamed responses stay streamed.
-func (f *firstAttempt) Flush() {
-	if f.swallowed || !f.wrote {
-		return
-	}
-	http.NewResponseController(f.w).Flush()
-}
-
-// Unwrap gives http.ResponseController (hijacking for upgrades, deadlines)
-// the underlying writer.
-func (f *firstAttempt) Unwrap() http.ResponseWriter { return f.w }
-
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*ProxyHandler)(nil)
 	_ caddy.CleanerUpper          = (*ProxyHandler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*ProxyHandler)(nil)
-	_ http.Flusher                = (*firstAttempt)(nil)
 )
