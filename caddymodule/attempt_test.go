@@ -51,3 +51,31 @@ func TestPassedAttemptWritesThrough(t *testing.T) {
 		t.Fatalf("got %d %v %q", w.Code, w.Header(), w.Body.String())
 	}
 }
+
+// upstreamRequest changes the app's request in place for the attempt, and
+// restore gives the app's request back exactly: headers, URL and body.
+func TestUpstreamRequestIsRestored(t *testing.T) {
+	h := &ProxyHandler{}
+	r := httptest.NewRequest(http.MethodPost, "/items?x=1", nil)
+	r.Header.Set("Authorization", "Bearer app-credential")
+	r.Header.Set("Proxy-Authorization", "Basic cHJveHk=")
+	r.Header.Set("Cookie", "session=app")
+	r.Header.Set("Connection", "X-Hop")
+	r.Header.Set("X-Hop", "hop")
+	r.Header.Add("Accept", "application/json")
+	wantHeader, wantURL, wantBody := r.Header.Clone(), r.URL, r.Body
+	var app appRequest
+	out := h.upstreamRequest(r, "the-token", &target{prefix: "/v1", rawPrefix: "/v1"}, nil, &app)
+	got := map[string]string{}
+	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Connection", "X-Hop", "Accept"} {
+		got[k] = out.Header.Get(k)
+	}
+	want := map[string]string{"Authorization": "Bearer the-token", "Proxy-Authorization": "", "Cookie": "", "Connection": "", "X-Hop": "", "Accept": "application/json"}
+	if !reflect.DeepEqual(got, want) || out.URL.Path != "/v1/items" || out.URL.RawQuery != "x=1" {
+		t.Fatalf("upstream request: %v %s; want %v /v1/items?x=1", got, out.URL, want)
+	}
+	app.restore()
+	if !reflect.DeepEqual(r.Header, wantHeader) || r.URL != wantURL || r.Body != wantBody {
+		t.Fatalf("after restore: %v %s; want the app's %v %s", r.Header, r.URL, wantHeader, wantURL)
+	}
+}

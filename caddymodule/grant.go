@@ -97,7 +97,9 @@ func (h *ProxyHandler) serveGrant(w http.ResponseWriter, r *http.Request, next c
 		return false
 	}}
 	first.begin(w)
-	return h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, &h.static, nil), next)
+	var app appRequest
+	defer app.restore()
+	return h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, &h.static, nil, &app), next)
 }
 
 // exchange returns the token exchanged for the user's token that r carries.

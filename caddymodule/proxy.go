@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -258,6 +259,7 @@ type exchange struct {
 	retryErr   error // why the swallowed 401 is answered otherwise
 	cors       corsWriter
 	first      firstAttempt
+	app        appRequest // the app's request, while an attempt changes it
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -309,7 +311,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	first := &x.first
 	first.x = x
 	first.begin(w)
-	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.tok.AccessToken, to, body), next)
+	defer x.app.restore() // also if the reverse proxy panics
+	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.tok.AccessToken, to, body, &x.app), next)
+	x.app.restore()
 	if !first.swallowed {
 		return err
 	}
@@ -323,7 +327,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if rp, to, err = h.route(r, x.tok); err != nil {
 		return h.upstreamError(w, err)
 	}
-	return rp.ServeHTTP(w, h.upstreamRequest(r, x.tok.AccessToken, to, body), next)
+	return rp.ServeHTTP(w, h.upstreamRequest(r, x.tok.AccessToken, to, body, &x.app), next)
 }
 
 // retry is called when the upstream refused the token (401, or 403 with a
@@ -373,19 +377,23 @@ func (x *exchange) retry(status int) bool {
 	return true
 }
 
-// upstreamRequest is r as it goes upstream: the app's credentials and flow
-// cookies removed, the connection's token attached, the upstream's path
-// prefix added, and the replayable body (if any) ready for this attempt.
-func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody) *http.Request {
-	out := r.WithContext(r.Context())
-	out.Header = r.Header.Clone()
-	dropConnectionHeaders(out.Header)
-	out.Header.Del("Authorization")
-	out.Header.Del("Proxy-Authorization")
-	if cookies := out.Header.Values("Cookie"); len(cookies) > 0 {
-		h.stripCookies(out)
+// upstreamRequest makes r the request as it goes upstream: the app's
+// credentials and flow cookies removed, the connection's token attached,
+// the upstream's path prefix added, and the replayable body (if any) ready
+// for this attempt. It changes r in place (Caddy's reverse proxy copies the
+// request it sends; a copy here would be a second one per request) and
+// keeps what it changed in saved, whose restore puts the app's request
+// back once the attempt is over.
+func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody, saved *appRequest) *http.Request {
+	saved.r, saved.url, saved.body, saved.getBody = r, r.URL, r.Body, r.GetBody
+	saved.header.take(r.Header)
+	dropConnectionHeaders(r.Header)
+	r.Header.Del("Authorization")
+	r.Header.Del("Proxy-Authorization")
+	if cookies := r.Header.Values("Cookie"); len(cookies) > 0 {
+		h.stripCookies(r)
 	}
-	out.Header.Set("Authorization", "Bearer "+accessToken)
+	r.Header.Set("Authorization", "Bearer "+accessToken)
 	if to.prefix != "" {
 		u := *r.URL
 		switch {
@@ -397,15 +405,36 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *
 		default:
 			u.Path = to.prefix + u.Path
 			if u.RawPath != "" || to.rawPrefix != to.prefix {
-				u.RawPath = to.rawPrefix + r.URL.EscapedPath()
+				u.RawPath = to.rawPrefix + saved.url.EscapedPath()
 			}
 		}
-		out.URL = &u
+		r.URL = &u
 	}
 	if body != nil {
-		out.Body, out.GetBody = body.attempt(), nil
+		r.Body, r.GetBody = body.attempt(), nil
 	}
-	return out
+	return r
+}
+
+// appRequest is the app's request as it was before upstreamRequest made it
+// the upstream's. Header values are only ever replaced, never changed in
+// place, so the snapshot keeps them without a copy.
+type appRequest struct {
+	r       *http.Request
+	url     *url.URL
+	body    io.ReadCloser
+	getBody func() (io.ReadCloser, error)
+	header  headerSnapshot
+}
+
+// restore puts the app's request back, once.
+func (a *appRequest) restore() {
+	if a.r == nil {
+		return
+	}
+	a.r.URL, a.r.Body, a.r.GetBody = a.url, a.body, a.getBody
+	a.header.restore(a.r.Header)
+	a.r = nil
 }
 
 // dropConnectionHeaders removes the hop-by-hop headers the app names in
