@@ -88,16 +88,10 @@ http://127.0.0.1:%[7]d {
 // stops when the test ends.
 func startServer(t *testing.T, o testOptions) *testServer {
 	t.Helper()
-	port := freePort(t)
 	s := &testServer{
-		addr:     fmt.Sprintf("127.0.0.1:%d", port),
 		storeDir: t.TempDir(),
 		as:       newFakeAS(t),
 		up:       newFakeUpstream(t),
-	}
-	s.base = "http://" + s.addr
-	if o.publicURL == "" {
-		o.publicURL = s.base
 	}
 	o.connector = strings.ReplaceAll(o.connector, "AS_URL", s.as.URL)
 	o.connector = strings.ReplaceAll(o.connector, "UP_URL", s.up.URL)
@@ -105,11 +99,33 @@ func startServer(t *testing.T, o testOptions) *testServer {
 		o.upstream = "UP_URL"
 	}
 	o.upstream = strings.ReplaceAll(o.upstream, "UP_URL", s.up.URL)
-	src := fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
-		port, o.site, o.upstream, o.proxy)
-	s.src = src
-	s.load(t, src)
-	return s
+	publicURL := o.publicURL
+	// The free port found may be taken (by a connection's local end, say)
+	// before Caddy listens on it: then another one is tried.
+	for try := 1; ; try++ {
+		port := freePort(t)
+		s.addr = fmt.Sprintf("127.0.0.1:%d", port)
+		s.base = "http://" + s.addr
+		if o.publicURL = publicURL; o.publicURL == "" {
+			o.publicURL = s.base
+		}
+		s.src = fmt.Sprintf(testCaddyfile, o.global, o.publicURL, s.storeDir, o.app, s.as.URL, o.connector,
+			port, o.site, o.upstream, o.proxy)
+		cfg, err := adapt(s.src)
+		if err != nil {
+			t.Fatalf("adapting the test Caddyfile: %v\n%s", err, s.src)
+		}
+		err = caddy.Load(cfg, true)
+		if err != nil && strings.Contains(err.Error(), "address already in use") && try < 5 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("loading the test Caddyfile: %v", err)
+		}
+		t.Cleanup(func() { caddy.Stop() })
+		s.waitAnswers(t)
+		return s
+	}
 }
 
 // load replaces the running configuration with the Caddyfile src.
@@ -123,9 +139,14 @@ func (s *testServer) load(t *testing.T, src string) {
 		t.Fatalf("loading the test Caddyfile: %v", err)
 	}
 	t.Cleanup(func() { caddy.Stop() })
-	// After a reload the previous configuration's server shuts down on
-	// the shared listener, and may reset a connection accepted meanwhile:
-	// wait until the site answers.
+	s.waitAnswers(t)
+}
+
+// waitAnswers waits until the site answers: after a reload the previous
+// configuration's server shuts down on the shared listener, and may reset
+// a connection accepted meanwhile.
+func (s *testServer) waitAnswers(t *testing.T) {
+	t.Helper()
 	c := &http.Client{Timeout: time.Second}
 	for range 100 {
 		if resp, err := c.Get(s.base + "/"); err == nil {
