@@ -19,7 +19,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	if floor := r.revalidationFloor(); r.hotVault > floor {
-		t.Errorf("%d Vault requests during %s of load on one fresh connection, want at most %d (the background revalidation)", r.hotVault, r.hotTime, floor)
+		t.Errorf("%d Vault requests during %s of load on one fresh connection over %s, want at most %d (the background revalidation)", r.hotVault, r.hotTime, r.hotSpan, floor)
 	}
 	if r.stormRefreshes != 1 || r.stormFailures != 0 {
 		t.Errorf("storm: %d refreshes, %d failures; want 1 and 0", r.stormRefreshes, r.stormFailures)

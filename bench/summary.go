@@ -33,7 +33,7 @@ func (r *report) summary(p func(string, ...any)) {
 	// None on the request path; the background revalidation reads a
 	// cached connection once a minute.
 	floor := r.revalidationFloor()
-	row(fmt.Sprintf("Vault requests during %.0f s of load on one connection, fresh token", r.hotTime.Seconds()),
+	row(fmt.Sprintf("Vault requests during %.0f s of load on one connection over %.0f s, fresh token", r.hotTime.Seconds(), r.hotSpan.Seconds()),
 		fmt.Sprintf("≤ %d (background revalidation, once a minute; none per request)", floor),
 		fmt.Sprintf("%d (%.2f per 10,000 requests)", r.hotVault, r.vaultPer10k), r.hotVault <= floor)
 	if overheadOnly {
@@ -71,9 +71,10 @@ func (r *report) summary(p func(string, ...any)) {
 }
 
 // revalidationFloor is how many Vault reads the overhead runs may make: one
-// per started minute of load, the default revalidate_interval.
+// per started minute (the default revalidate_interval) of the time they
+// span, the static runs between them included.
 func (r *report) revalidationFloor() int64 {
-	return int64(r.hotTime/time.Minute) + 1
+	return int64(r.hotSpan/time.Minute) + 1
 }
 
 func yes(ok bool) string {
