@@ -132,7 +132,7 @@ func (h *ProxyHandler) exchange(w http.ResponseWriter, r *http.Request) (tokens.
 			ot, err = c.conn.TokenExchange(ctx, incoming)
 		}
 		if err == nil && key.Subject != "" && ot.RefreshToken != "" {
-			if _, serr := h.app.keeper.Save(ctx, key, ot, user); serr != nil {
+			if _, serr := h.app.keeper.Renew(ctx, key, ot, user); serr != nil {
 				h.logger.Warn("keeping the user's on-behalf-of refresh token", zap.String("connector", c.name), zap.Error(serr))
 			}
 		}

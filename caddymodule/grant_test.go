@@ -185,9 +185,19 @@ func TestGrantOnBehalfOfKeepsRefreshTokenPerUser(t *testing.T) {
 	if err != nil || tok.RefreshToken != "rt-1" {
 		t.Errorf("stored for alice: %v, refresh token %q", err, tok.RefreshToken)
 	}
+	// Alice's next user token (her app got a new one) renews her
+	// connection: new tokens, the same connection.
+	if resp, body := c.do(t, "GET", s.base+"/demo/items", http.Header{"Authorization": {"Bearer alice-token-2"}, "X-User": {"alice"}}, ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("second user token: %d %s", resp.StatusCode, body)
+	}
+	again, err := v.(*App).keeper.Stored(t.Context(), tokens.Key{Connector: "demo", Subject: "alice"})
+	if err != nil || again.Generation != tok.Generation || again.RefreshToken == tok.RefreshToken || len(s.as.tokenRequests()) != 2 {
+		t.Errorf("after alice's second user token: %v, generation %q (was %q), refresh token %q (was %q), %d token requests",
+			err, again.Generation, tok.Generation, again.RefreshToken, tok.RefreshToken, len(s.as.tokenRequests()))
+	}
 	// Without a subject, the user is unknown: 400, nothing exchanged.
 	resp, _ = c.do(t, "GET", s.base+"/demo/items", http.Header{"Authorization": {"Bearer bob-token"}}, "")
-	if resp.StatusCode != http.StatusBadRequest || len(s.as.tokenRequests()) != 1 {
+	if resp.StatusCode != http.StatusBadRequest || len(s.as.tokenRequests()) != 2 {
 		t.Errorf("without a subject: %d, %d token requests", resp.StatusCode, len(s.as.tokenRequests()))
 	}
 }

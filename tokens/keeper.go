@@ -295,6 +295,44 @@ func (k *Keeper) SaveWithMetadata(ctx context.Context, key Key, ot *oauth2.Token
 	return k.replace(key, tok, connectedBy)
 }
 
+// Renew keeps a token set the provider issued anew for a connection's
+// person without a flow of the proxy's own (an on-behalf-of exchange of
+// the app's new user token, say). An active connection that connectedBy
+// made keeps its generation, connection time and metadata, so that what
+// hangs off it (per-resource tokens, a refresh in flight elsewhere) is not
+// taken for a reconnect; anything else becomes a new connection, as Save
+// makes. The record is written with check-and-set over the one read.
+func (k *Keeper) Renew(ctx context.Context, key Key, ot *oauth2.Token, connectedBy string) (Token, error) {
+	if err := key.Validate(); err != nil {
+		return Token{}, err
+	}
+	for range 5 {
+		cur, v, err := k.peek(key)
+		if err != nil {
+			return Token{}, fmt.Errorf("saving token: %w", err)
+		}
+		if cur.state != Active || cur.tok.Generation == "" || cur.tok.ConnectedBy != connectedBy {
+			return k.replace(key, FromOAuth2(ot, Token{}, k.now()), connectedBy)
+		}
+		now := k.now()
+		tok := FromOAuth2(ot, cur.tok, now)
+		sctx, cancel := k.budget.storeCtx()
+		nv, err := k.store.Put(sctx, key.tokenPath(), record{tok: tok}.fields(), v)
+		cancel()
+		if errors.Is(err, kv.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return Token{}, fmt.Errorf("saving token: %w", err)
+		}
+		k.cache.update(key, func(e *entry) {
+			*e = entry{tok: tok, version: nv, checkedAt: now}
+		})
+		return tok, nil
+	}
+	return Token{}, fmt.Errorf("saving token: %w", kv.ErrConflict)
+}
+
 // replace writes tok as the connection's new grant.
 func (k *Keeper) replace(key Key, tok Token, connectedBy string) (Token, error) {
 	now := k.now()

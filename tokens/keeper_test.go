@@ -587,3 +587,34 @@ func keys(m map[string]string) []string {
 	}
 	return out
 }
+
+// Renew keeps the connection of the person who made it: the generation,
+// connection time and metadata stay, the tokens change, and the store
+// holds them. Another person's token set makes a new connection.
+func TestRenewKeepsTheConnection(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	k := NewKeeper(Options{Store: fs, Now: clk.Now})
+	first, err := k.SaveWithMetadata(context.Background(), demo, &oauth2.Token{AccessToken: "at-0", RefreshToken: "rt-0", Expiry: clk.Now().Add(time.Hour)}, "alice", map[string]string{"tenant": "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute)
+	renewed, err := k.Renew(context.Background(), demo, &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: clk.Now().Add(time.Hour)}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.Generation != first.Generation || renewed.ConnectedAt.Unix() != first.ConnectedAt.Unix() || renewed.Metadata.Len() != 1 || renewed.AccessToken != "at-1" {
+		t.Fatalf("renewed: generation %q (was %q), connected %v (was %v), %d metadata, %q", renewed.Generation, first.Generation, renewed.ConnectedAt, first.ConnectedAt, renewed.Metadata.Len(), renewed.AccessToken)
+	}
+	if d := stored(t, fs, demo); d["refresh_token"] != "rt-1" {
+		t.Fatalf("the store holds %q; want rt-1", d["refresh_token"])
+	}
+	if tok, err := k.Token(context.Background(), demo, nil, policy); err != nil || tok.AccessToken != "at-1" {
+		t.Fatalf("Token: %q, %v; want at-1", tok.AccessToken, err)
+	}
+	other, err := k.Renew(context.Background(), demo, &oauth2.Token{AccessToken: "at-2", RefreshToken: "rt-2", Expiry: clk.Now().Add(time.Hour)}, "bob")
+	if err != nil || other.Generation == first.Generation || other.ConnectedBy != "bob" {
+		t.Fatalf("another person's token set: generation %q (first %q), by %q, %v; want a new connection", other.Generation, first.Generation, other.ConnectedBy, err)
+	}
+}
