@@ -466,15 +466,9 @@ func (v *VaultStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			continue
 		case "timeout":
-			var raw string
-			if err := oneArg(d, &raw); err != nil {
+			if err := durationArg(d, &v.Timeout); err != nil {
 				return err
 			}
-			dur, err := caddy.ParseDuration(raw)
-			if err != nil {
-				return d.Errf("store vault: timeout %q: %v", raw, err)
-			}
-			v.Timeout = caddy.Duration(dur)
 			continue
 		case "max_retries":
 			var raw string

@@ -80,7 +80,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"vault encrypt without key", global("store vault {\nencrypt transit\n}"), "encrypt takes: transit <key> [<mount>]"},
 		{"vault encrypt arity", global("store vault {\nencrypt transit k m x\n}"), "encrypt takes: transit <key> [<mount>]"},
 		{"vault auth token_file path", global("store vault {\nauth token_file\n}"), "auth token_file takes the token file's path"},
-		{"vault timeout", global("store vault {\ntimeout soon\n}"), `store vault: timeout "soon"`},
+		{"vault timeout", global("store vault {\ntimeout soon\n}"), `bad duration "soon"`},
 		{"vault max_retries", global("store vault {\nmax_retries some\n}"), `store vault: max_retries "some" is not a whole number`},
 		{"file key and key_file", global("store file {\nkey a\nkey_file b\n}"), "give key or key_file, not both"},
 		{"base_path relative", global("base_path oauth"), "must start with /"},
@@ -156,7 +156,7 @@ func TestLoadErrors(t *testing.T) {
 		{"vault fallback unix socket", global("store vault {\naddress http://v1:8200 unix:///run/vault.sock\n}"), "cannot include a unix socket"},
 		{"vault transit key name", global("store vault {\nencrypt transit a/b\n}"), "must not contain a slash"},
 		{"vault timeout and retries", global("store vault {\ntimeout 2s\nmax_retries -1\n}"), ""},
-		{"vault negative timeout", global("store vault {\ntimeout -1s\n}"), "timeout must not be negative"},
+		{"vault negative timeout", global("store vault {\ntimeout -1s\n}"), `duration "-1s" must be positive`},
 		{"vault cluster with transit", global("store vault {\naddress http://v1:8200 http://v2:8200 http://v3:8200\nencrypt transit caddy-oauthconn\n}"), ""},
 	}
 	for _, tt := range tests {

@@ -738,10 +738,12 @@ func TestPendingWriteRotatedDuringItsPut(t *testing.T) {
 // with the cache having dropped it (the store then says which version to
 // write over).
 func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
-	for _, evicted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("evicted=%v", evicted), func(t *testing.T) {
+	for _, c := range []struct{ evicted, storeDown bool }{{false, false}, {true, false}, {false, true}} {
+		evicted := c.evicted
+		t.Run(fmt.Sprintf("evicted=%v,store down after=%v", c.evicted, c.storeDown), func(t *testing.T) {
 			clk := &clock{t: time.Now()}
-			fs := newFileStore(t)
+			var down atomic.Bool
+			fs := &faultStore{Store: newFileStore(t), failPut: func(string, int64) bool { return down.Load() }}
 			cache := NewCache()
 			k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
 			t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
@@ -756,6 +758,7 @@ func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
 				if evicted {
 					k.cache.forget(demo)
 				}
+				down.Store(c.storeDown) // the new set's own write fails, and is retried
 				return &oauth2.Token{AccessToken: "at-2", RefreshToken: "rt-2", Expiry: clk.Now().Add(time.Hour)}, nil
 			}}
 			tok, err := k.Token(context.Background(), demo, r, policy)
@@ -765,12 +768,12 @@ func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
 			if r.count() != 1 || r.calls[0] != "rt-1" {
 				t.Fatalf("redeemed %v; want [rt-1]", r.calls)
 			}
+			down.Store(false)
+			eventually(t, "rt-2 to reach the store", func() bool { return stored(t, fs, demo)["refresh_token"] == "rt-2" })
 			if d := stored(t, fs, demo); d["refresh_token"] != "rt-2" || d["state"] != "" {
 				t.Fatalf("the store holds refresh token %q (state %q); want rt-2, the only one not spent", d["refresh_token"], d["state"])
 			}
-			if e, _ := k.cache.get(demo); e.pending != nil {
-				t.Fatal("the rotated token set is still pending after the store took it")
-			}
+			eventually(t, "nothing pending", func() bool { e, _ := k.cache.get(demo); return e.pending == nil })
 		})
 	}
 }
