@@ -90,8 +90,8 @@ func (f *firstAttempt) Unwrap() http.ResponseWriter { return f.w }
 // changed in place, so keeping them keeps their values).
 type headerSnapshot struct {
 	n    int
-	keys [8]string
-	vals [8][]string
+	keys [4]string // enough for the headers Caddy sets before a handler
+	vals [4][]string
 	more http.Header // a copy, when there were more than fit above
 }
 

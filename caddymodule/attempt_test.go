@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -53,29 +54,52 @@ func TestPassedAttemptWritesThrough(t *testing.T) {
 }
 
 // upstreamRequest changes the app's request in place for the attempt, and
-// restore gives the app's request back exactly: headers, URL and body.
+// restore gives the app's request back exactly: headers, URL and body;
+// with the headers Connection names, and with paths that need escaping.
 func TestUpstreamRequestIsRestored(t *testing.T) {
-	h := &ProxyHandler{}
-	r := httptest.NewRequest(http.MethodPost, "/items?x=1", nil)
-	r.Header.Set("Authorization", "Bearer app-credential")
-	r.Header.Set("Proxy-Authorization", "Basic cHJveHk=")
-	r.Header.Set("Cookie", "session=app")
-	r.Header.Set("Connection", "X-Hop")
-	r.Header.Set("X-Hop", "hop")
-	r.Header.Add("Accept", "application/json")
-	wantHeader, wantURL, wantBody := r.Header.Clone(), r.URL, r.Body
-	var app appRequest
-	out := h.upstreamRequest(r, "the-token", &target{prefix: "/v1", rawPrefix: "/v1"}, nil, &app)
-	got := map[string]string{}
-	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Connection", "X-Hop", "Accept"} {
-		got[k] = out.Header.Get(k)
-	}
-	want := map[string]string{"Authorization": "Bearer the-token", "Proxy-Authorization": "", "Cookie": "", "Connection": "", "X-Hop": "", "Accept": "application/json"}
-	if !reflect.DeepEqual(got, want) || out.URL.Path != "/v1/items" || out.URL.RawQuery != "x=1" {
-		t.Fatalf("upstream request: %v %s; want %v /v1/items?x=1", got, out.URL, want)
-	}
-	app.restore()
-	if !reflect.DeepEqual(r.Header, wantHeader) || r.URL != wantURL || r.Body != wantBody {
-		t.Fatalf("after restore: %v %s; want the app's %v %s", r.Header, r.URL, wantHeader, wantURL)
+	for _, c := range []struct {
+		name, target, connection string
+		to                       target
+		wantPath, wantRawPath    string
+	}{
+		{"prefix", "/items?x=1", "X-Hop", target{prefix: "/v1", rawPrefix: "/v1"}, "/v1/items", ""},
+		{"escaped", "/a%2Fb?x=1", "X-Hop, Authorization", target{prefix: "/v1", rawPrefix: "/v1"}, "/v1/a/b", "/v1/a%2Fb"},
+		{"escaped prefix", "/items?x=1", "Upgrade, X-Hop", target{prefix: "/sites/a b", rawPrefix: "/sites/a%20b"}, "/sites/a b/items", "/sites/a%20b/items"},
+		{"resource itself", "/?x=1", "X-Hop", target{prefix: "/mcp", rawPrefix: "/mcp", exact: true}, "/mcp", ""},
+		{"no prefix", "/items?x=1", "", target{}, "/items", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := &ProxyHandler{}
+			r := httptest.NewRequest(http.MethodPost, c.target, nil)
+			r.Header.Set("Authorization", "Bearer app-credential")
+			r.Header.Set("Proxy-Authorization", "Basic cHJveHk=")
+			r.Header.Set("Cookie", "session=app")
+			if c.connection != "" {
+				r.Header.Set("Connection", c.connection)
+			}
+			r.Header.Set("X-Hop", "hop")
+			r.Header.Add("Accept", "application/json")
+			wantHeader, wantURL, wantBody := r.Header.Clone(), *r.URL, r.Body
+			var app appRequest
+			out := h.upstreamRequest(r, "the-token", &c.to, nil, &app)
+			got := map[string]string{}
+			for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Connection", "X-Hop", "Accept"} {
+				got[k] = out.Header.Get(k)
+			}
+			want := map[string]string{"Authorization": "Bearer the-token", "Proxy-Authorization": "", "Cookie": "", "Connection": "", "X-Hop": "", "Accept": "application/json"}
+			if c.connection == "" {
+				want["X-Hop"] = "hop"
+			}
+			if strings.Contains(c.connection, "Upgrade") {
+				want["Connection"] = "Upgrade"
+			}
+			if !reflect.DeepEqual(got, want) || out.URL.Path != c.wantPath || out.URL.RawPath != c.wantRawPath || out.URL.RawQuery != "x=1" {
+				t.Fatalf("upstream request: %v %q %q %q; want %v %q %q x=1", got, out.URL.Path, out.URL.RawPath, out.URL.RawQuery, want, c.wantPath, c.wantRawPath)
+			}
+			app.restore()
+			if !reflect.DeepEqual(r.Header, wantHeader) || *r.URL != wantURL || r.Body != wantBody {
+				t.Fatalf("after restore: %v %s; want the app's %v %s", r.Header, r.URL, wantHeader, &wantURL)
+			}
+		})
 	}
 }

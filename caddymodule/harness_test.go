@@ -86,7 +86,7 @@ http://127.0.0.1:%[7]d {
 
 // startServer loads the test Caddyfile into this process's Caddy; Caddy
 // stops when the test ends.
-func startServer(t *testing.T, o testOptions) *testServer {
+func startServer(t testing.TB, o testOptions) *testServer {
 	t.Helper()
 	s := &testServer{
 		storeDir: t.TempDir(),
@@ -145,7 +145,7 @@ func (s *testServer) load(t *testing.T, src string) {
 // waitAnswers waits until the site answers: after a reload the previous
 // configuration's server shuts down on the shared listener, and may reset
 // a connection accepted meanwhile.
-func (s *testServer) waitAnswers(t *testing.T) {
+func (s *testServer) waitAnswers(t testing.TB) {
 	t.Helper()
 	c := &http.Client{Timeout: time.Second}
 	for range 100 {
@@ -166,7 +166,7 @@ func caddyStop(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -200,7 +200,7 @@ func (c *client) from(ip string) *client {
 }
 
 // do sends a request and returns the response with its body read.
-func (c *client) do(t *testing.T, method, u string, hdr http.Header, body string) (*http.Response, string) {
+func (c *client) do(t testing.TB, method, u string, hdr http.Header, body string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, strings.NewReader(body))
 	if err != nil {
@@ -223,7 +223,7 @@ func (c *client) do(t *testing.T, method, u string, hdr http.Header, body string
 
 // authorize starts a flow of connector demo and returns the state from the
 // redirect to the provider.
-func (s *testServer) authorize(t *testing.T, c *client) (state string, resp *http.Response) {
+func (s *testServer) authorize(t testing.TB, c *client) (state string, resp *http.Response) {
 	t.Helper()
 	resp, body := c.do(t, "GET", s.base+"/oauth/connectors/demo/authorize", nil, "")
 	if resp.StatusCode != http.StatusFound {
@@ -237,13 +237,13 @@ func (s *testServer) authorize(t *testing.T, c *client) (state string, resp *htt
 }
 
 // callback returns to the callback as the provider would, with a code.
-func (s *testServer) callback(t *testing.T, c *client, state, code string) (*http.Response, string) {
+func (s *testServer) callback(t testing.TB, c *client, state, code string) (*http.Response, string) {
 	t.Helper()
 	return c.do(t, "GET", s.base+"/oauth/callback?"+url.Values{"state": {state}, "code": {code}}.Encode(), nil, "")
 }
 
 // connect runs a whole authorization with client c and checks it succeeded.
-func (s *testServer) connect(t *testing.T, c *client) {
+func (s *testServer) connect(t testing.TB, c *client) {
 	t.Helper()
 	state, resp := s.authorize(t, c)
 	if state == "" {
@@ -278,7 +278,7 @@ func (as *fakeAS) tokenRequests() []url.Values {
 	return slices.Clone(as.forms)
 }
 
-func newFakeAS(t *testing.T) *fakeAS {
+func newFakeAS(t testing.TB) *fakeAS {
 	as := &fakeAS{}
 	as.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/revoke" {
@@ -346,7 +346,7 @@ type fakeUpstream struct {
 	reqs []seen
 }
 
-func newFakeUpstream(t *testing.T) *fakeUpstream {
+func newFakeUpstream(t testing.TB) *fakeUpstream {
 	up := &fakeUpstream{}
 	up.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		up.mu.Lock()

@@ -375,14 +375,14 @@ func withoutTLS(transport json.RawMessage) (json.RawMessage, error) {
 	return json.Marshal(m)
 }
 
-// route returns the reverse proxy and target of a request made with token
-// tok: the static ones, or those of the connection's metadata.
-func (h *ProxyHandler) route(r *http.Request, tok tokens.Token) (*reverseproxy.Handler, *target, error) {
-	setMetadataPlaceholders(r, tok.Metadata)
+// route returns the reverse proxy and target of a request for a connection
+// with metadata md: the static ones, or those md names.
+func (h *ProxyHandler) route(r *http.Request, md tokens.Metadata) (*reverseproxy.Handler, *target, error) {
+	setMetadataPlaceholders(r, md)
 	if h.meta == nil {
 		return h.ReverseProxy, &h.static, nil
 	}
-	t, err := h.meta.resolve(tok.Metadata)
+	t, err := h.meta.resolve(md)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -254,7 +254,8 @@ type exchange struct {
 	r          *http.Request
 	key        tokens.Key
 	conn       *connector.Connector
-	tok        tokens.Token
+	access     string          // the access token attached
+	metadata   tokens.Metadata // the connection's, for the upstream's URL
 	replayable bool
 	retryErr   error // why the swallowed 401 is answered otherwise
 	cors       corsWriter
@@ -289,11 +290,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if x.conn, err = c.client(r.Context()); err != nil {
 		return h.discoveryError(w, err)
 	}
-	x.tok, err = h.token(r.Context(), x.key, x.conn)
+	tok, err := h.token(r.Context(), x.key, x.conn)
 	if err != nil {
 		return h.tokenError(w, r, err)
 	}
-	rp, to, err := h.route(r, x.tok)
+	x.access, x.metadata = tok.AccessToken, tok.Metadata
+	rp, to, err := h.route(r, x.metadata)
 	if err != nil {
 		return h.upstreamError(w, err)
 	}
@@ -312,7 +314,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	first.x = x
 	first.begin(w)
 	defer x.app.restore() // also if the reverse proxy panics
-	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.tok.AccessToken, to, body, &x.app), next)
+	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.access, to, body, &x.app), next)
 	x.app.restore()
 	if !first.swallowed {
 		return err
@@ -324,15 +326,15 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
 	// The refreshed token set may carry other metadata.
-	if rp, to, err = h.route(r, x.tok); err != nil {
+	if rp, to, err = h.route(r, x.metadata); err != nil {
 		return h.upstreamError(w, err)
 	}
-	return rp.ServeHTTP(w, h.upstreamRequest(r, x.tok.AccessToken, to, body, &x.app), next)
+	return rp.ServeHTTP(w, h.upstreamRequest(r, x.access, to, body, &x.app), next)
 }
 
 // retry is called when the upstream refused the token (401, or 403 with a
 // Bearer challenge), before the answer's body is read. It decides: retry
-// with a fresher token (true, with x.tok set), answer that the connection
+// with a fresher token (true, with x.access set), answer that the connection
 // needs authorization or more of it (true, with x.retryErr set), or pass
 // the answer through (false). A claims challenge, or one for more scope
 // (step-up), needs the person: no refresh satisfies it.
@@ -360,7 +362,7 @@ func (x *exchange) retry(status int) bool {
 		x.retryErr, outcome = h.challenged(x.r.Context(), x.key, ask{claims: claims}), "claims_challenge"
 		return true
 	}
-	fresh, err := h.rejected(x.r.Context(), x.key, x.conn, x.tok.AccessToken)
+	fresh, err := h.rejected(x.r.Context(), x.key, x.conn, x.access)
 	switch {
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		x.retryErr, outcome = err, "authorization_required"
@@ -373,7 +375,7 @@ func (x *exchange) retry(status int) bool {
 	case !x.replayable:
 		return false
 	}
-	x.tok, outcome = fresh, "retried"
+	x.access, x.metadata, outcome = fresh.AccessToken, fresh.Metadata, "retried"
 	return true
 }
 
@@ -381,21 +383,22 @@ func (x *exchange) retry(status int) bool {
 // credentials and flow cookies removed, the connection's token attached,
 // the upstream's path prefix added, and the replayable body (if any) ready
 // for this attempt. It changes r in place (Caddy's reverse proxy copies the
-// request it sends; a copy here would be a second one per request) and
-// keeps what it changed in saved, whose restore puts the app's request
-// back once the attempt is over.
+// request it sends, URL and header included; a copy here would be a second
+// one per request) and keeps what it changed in saved, whose restore puts
+// the app's request back once the attempt is over.
 func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody, saved *appRequest) *http.Request {
-	saved.r, saved.url, saved.body, saved.getBody = r, r.URL, r.Body, r.GetBody
-	saved.header.take(r.Header)
-	dropConnectionHeaders(r.Header)
-	r.Header.Del("Authorization")
-	r.Header.Del("Proxy-Authorization")
-	if cookies := r.Header.Values("Cookie"); len(cookies) > 0 {
+	saved.take(r)
+	hdr := r.Header
+	dropConnectionHeaders(hdr, &saved.named)
+	delete(hdr, "Authorization")
+	delete(hdr, "Proxy-Authorization")
+	if len(hdr["Cookie"]) > 0 {
 		h.stripCookies(r)
 	}
-	r.Header.Set("Authorization", "Bearer "+accessToken)
+	saved.bearer[0] = "Bearer " + accessToken
+	hdr["Authorization"] = saved.bearer[:]
 	if to.prefix != "" {
-		u := *r.URL
+		u := r.URL
 		switch {
 		case to.exact && (u.Path == "/" || u.Path == ""):
 			u.Path, u.RawPath = to.prefix, ""
@@ -403,12 +406,12 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *
 				u.RawPath = to.rawPrefix
 			}
 		default:
+			escaped := u.EscapedPath()
 			u.Path = to.prefix + u.Path
 			if u.RawPath != "" || to.rawPrefix != to.prefix {
-				u.RawPath = to.rawPrefix + saved.url.EscapedPath()
+				u.RawPath = to.rawPrefix + escaped
 			}
 		}
-		r.URL = &u
 	}
 	if body != nil {
 		r.Body, r.GetBody = body.attempt(), nil
@@ -416,15 +419,31 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *
 	return r
 }
 
-// appRequest is the app's request as it was before upstreamRequest made it
-// the upstream's. Header values are only ever replaced, never changed in
-// place, so the snapshot keeps them without a copy.
+// appRequest is what upstreamRequest changed of the app's request, as it
+// was before: the URL's path, the body, and the values of the headers it
+// replaces or removes (nil for those the app did not send). Header values
+// are only ever replaced, never changed in place, so keeping the slices
+// keeps the values without a copy.
 type appRequest struct {
-	r       *http.Request
-	url     *url.URL
-	body    io.ReadCloser
-	getBody func() (io.ReadCloser, error)
-	header  headerSnapshot
+	r               *http.Request
+	path, rawPath   string
+	body            io.ReadCloser
+	getBody         func() (io.ReadCloser, error)
+	auth, proxyAuth []string
+	cookie, conn    []string
+	named           http.Header // the headers Connection named (rare)
+	// bearer holds the Authorization value sent upstream, sparing a
+	// slice per request (Caddy's reverse proxy sends a copy).
+	bearer [1]string
+}
+
+// take remembers r's parts that upstreamRequest changes.
+func (a *appRequest) take(r *http.Request) {
+	h := r.Header
+	*a = appRequest{
+		r: r, path: r.URL.Path, rawPath: r.URL.RawPath, body: r.Body, getBody: r.GetBody,
+		auth: h["Authorization"], proxyAuth: h["Proxy-Authorization"], cookie: h["Cookie"], conn: h["Connection"],
+	}
 }
 
 // restore puts the app's request back, once.
@@ -432,18 +451,35 @@ func (a *appRequest) restore() {
 	if a.r == nil {
 		return
 	}
-	a.r.URL, a.r.Body, a.r.GetBody = a.url, a.body, a.getBody
-	a.header.restore(a.r.Header)
+	r := a.r
+	r.URL.Path, r.URL.RawPath, r.Body, r.GetBody = a.path, a.rawPath, a.body, a.getBody
+	h := r.Header
+	putBack(h, "Authorization", a.auth)
+	putBack(h, "Proxy-Authorization", a.proxyAuth)
+	putBack(h, "Cookie", a.cookie)
+	putBack(h, "Connection", a.conn)
+	for k, v := range a.named {
+		h[k] = v
+	}
 	a.r = nil
+}
+
+// putBack sets h's values of key to v, or removes key if v is nil.
+func putBack(h http.Header, key string, v []string) {
+	if v == nil {
+		delete(h, key)
+		return
+	}
+	h[key] = v
 }
 
 // dropConnectionHeaders removes the hop-by-hop headers the app names in
 // Connection, and those names from Connection, keeping only "Upgrade" (for
-// WebSockets). The reverse proxy would otherwise remove the named headers
-// after this handler set them: "Connection: Authorization" would strip the
-// Bearer on its way upstream.
-func dropConnectionHeaders(h http.Header) {
-	values := h.Values("Connection")
+// WebSockets); the values removed are added to *removed. The reverse proxy
+// would otherwise remove the named headers after this handler set them:
+// "Connection: Authorization" would strip the Bearer on its way upstream.
+func dropConnectionHeaders(h http.Header, removed *http.Header) {
+	values := h["Connection"]
 	if len(values) == 0 {
 		return
 	}
@@ -455,14 +491,22 @@ func dropConnectionHeaders(h http.Header) {
 				upgrade = true
 				continue
 			}
-			if name != "" {
-				h.Del(name)
+			if name == "" {
+				continue
+			}
+			key := textproto.CanonicalMIMEHeaderKey(name)
+			if v, ok := h[key]; ok {
+				if *removed == nil {
+					*removed = http.Header{}
+				}
+				(*removed)[key] = v
+				delete(h, key)
 			}
 		}
 	}
-	h.Del("Connection")
+	delete(h, "Connection")
 	if upgrade {
-		h.Set("Connection", "Upgrade")
+		h["Connection"] = []string{"Upgrade"}
 	}
 }
 
