@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,10 @@ var profileDir string
 
 // overheadOnly stops the run after sections 1 and 2.
 var overheadOnly bool
+
+// pin places the overhead sections' proxy and load generator on separate
+// CPUs, where the machine allows it (pinning).
+var pin bool
 
 // admin is the admin address of the process on port: on (for pprof) only
 // while profiling the first process.
@@ -91,6 +96,7 @@ func profile(name string, f func()) {
 
 // world is what the scenarios share: the servers and the built binary.
 type world struct {
+	pin        *pinning // nil: the overhead runs are not pinned
 	bin        string
 	tmp        string
 	hydra      hydradev.Hydra
@@ -115,6 +121,7 @@ type world struct {
 // report is every figure of a run.
 type report struct {
 	machine     string
+	pinned      string // where the overhead runs ran
 	settings    settings
 	overhead    []overheadRow
 	vaultPer10k float64
@@ -144,6 +151,8 @@ type overheadRow struct {
 	oauthURL     string
 	staticURL    string
 	http1, http2 int64
+	// rounds are each round's throughput ratio, for the spread.
+	rounds []float64
 }
 
 func main() {
@@ -153,6 +162,7 @@ func main() {
 	memOnly := flag.String("memory", "", "measure only the cache (section 5), at these comma-separated sizes; needs no servers")
 	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 10000, -smoke 30; 0 skips it)")
 	flag.BoolVar(&waveOnly, "wave-only", false, "run only the refresh wave")
+	flag.BoolVar(&pin, "pin", true, "run the overhead sections with the proxy and the load generator on separate CPUs (taskset)")
 	flag.Parse()
 	if *memOnly != "" {
 		memoryOnly(*memOnly)
@@ -188,6 +198,9 @@ func listen(h http.Handler) (string, error) {
 
 func setup(logw io.Writer) (*world, error) {
 	w := &world{hydra: hydradev.Hydra{PublicURL: os.Getenv("HYDRA_PUBLIC_URL"), AdminURL: os.Getenv("HYDRA_ADMIN_URL")}}
+	if pin {
+		w.pin = newPinning()
+	}
 	if w.hydra.PublicURL == "" || os.Getenv("VAULT_ADDR") == "" {
 		return nil, fmt.Errorf("needs VAULT_ADDR, VAULT_TOKEN, HYDRA_PUBLIC_URL and HYDRA_ADMIN_URL (bench/run sets them)")
 	}
@@ -276,6 +289,13 @@ func run(s settings, logw io.Writer) (*report, error) {
 	}
 
 	// 1 and 2: overhead and hot-path purity, on one process.
+	r.pinned = w.pin.describe()
+	if w.pin != nil {
+		if err := w.pin.self(); err != nil {
+			return nil, err
+		}
+		defer w.pin.release()
+	}
 	p, err := startProc(w, w.publicPort)
 	if err != nil {
 		return nil, err
@@ -315,6 +335,7 @@ func run(s settings, logw io.Writer) (*report, error) {
 		fmt.Fprintf(logw, "overhead round %d\n", round+1)
 		for i, row := range rows {
 			method, body := row.method, row.body
+			var oauthRound, staticRound result
 			runOauth := func() {
 				v0, t0 := w.vaultCalls.Load(), time.Now()
 				if hotStart.IsZero() {
@@ -332,11 +353,13 @@ func run(s settings, logw io.Writer) (*report, error) {
 				r.hotSpan = time.Since(hotStart)
 				oauthRequests += res.requests
 				row.oauth = merge(row.oauth, res)
+				oauthRound = res
 			}
 			runStatic := func() {
 				profile(fmt.Sprintf("static-%d-%s-round%d", i, method, round+1), func() {
-					row.static = merge(row.static, load(c, method, row.staticURL, body, s.concurrency, s.duration))
+					staticRound = load(c, method, row.staticURL, body, s.concurrency, s.duration)
 				})
+				row.static = merge(row.static, staticRound)
 			}
 			if round%2 == 0 {
 				runOauth()
@@ -345,6 +368,7 @@ func run(s settings, logw io.Writer) (*report, error) {
 				runStatic()
 				runOauth()
 			}
+			row.rounds = append(row.rounds, oauthRound.throughput()/staticRound.throughput())
 		}
 	}
 	for _, row := range rows {
@@ -353,6 +377,11 @@ func run(s settings, logw io.Writer) (*report, error) {
 	r.vaultPer10k = float64(vaultDuring) / float64(oauthRequests) * 10000
 	r.hotVault = vaultDuring
 	p.stop()
+	if w.pin != nil {
+		if err := w.pin.release(); err != nil {
+			return nil, err
+		}
+	}
 	if overheadOnly {
 		return r, nil
 	}
@@ -459,6 +488,7 @@ func (r *report) markdown(out io.Writer) {
 	p("Machine: %s. Load generator, upstream, Vault, Hydra and the proxy share it.", r.machine)
 	p("Settings: %d alternating rounds of %s per measurement, %d concurrent clients; storms of %d requests.",
 		r.settings.rounds, r.settings.duration, r.settings.concurrency, r.settings.storm)
+	p("Sections 1 and 2: %s.", r.pinned)
 	p("")
 	r.summary(p)
 	p("### 1. Overhead: oauthconn_proxy against reverse_proxy with a static Authorization header")
@@ -474,15 +504,15 @@ func (r *report) markdown(out io.Writer) {
 		}
 	}
 	p("")
-	p("| request | throughput ratio | added p50 | added p99 | oauthconn_proxy's upstream requests |")
-	p("| --- | ---: | ---: | ---: | --- |")
+	p("| request | throughput ratio | rounds' ratios | added p50 | added p99 | oauthconn_proxy's upstream requests |")
+	p("| --- | ---: | ---: | ---: | ---: | --- |")
 	for _, row := range r.overhead {
 		protos := "HTTP/1.1 (plain)"
 		if row.http1+row.http2 > 0 {
 			protos = fmt.Sprintf("TLS: %d over HTTP/1.1, %d over HTTP/2", row.http1, row.http2)
 		}
-		p("| %s | %.3f× | %s | %s | %s |", row.name, row.oauth.throughput()/row.static.throughput(),
-			ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)), protos)
+		p("| %s | %.3f× | %.3f–%.3f | %s | %s | %s |", row.name, row.oauth.throughput()/row.static.throughput(),
+			slices.Min(row.rounds), slices.Max(row.rounds), ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)), protos)
 	}
 	p("")
 	p("### 2. Hot path: Vault requests per 10,000 proxied requests with a fresh token")

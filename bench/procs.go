@@ -139,12 +139,19 @@ func launch(w *world, name, caddyfile string, port int, ready string, ok func(st
 	}
 	p := &proc{port: port}
 	p.cmd = exec.Command(w.bin, "run", "--config", cf)
+	pinned := w.pin != nil && port == w.publicPort
+	if pinned {
+		p.cmd = w.pin.command(w.bin, "run", "--config", cf)
+	}
 	p.cmd.Env = append(os.Environ(),
 		fmt.Sprintf("PORT=%d", port), fmt.Sprintf("PUBLIC_PORT=%d", w.publicPort),
 		"UPSTREAM="+w.upstream, "BENCH_PREFIX="+w.prefix, "AS_AUTH_URL="+w.hydra.PublicURL+"/oauth2/auth",
 		"AS_CLIENT_ID="+w.client.ID, "AS_CLIENT_SECRET="+w.client.Secret,
 		"XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GOMAXPROCS=2")
 	p.cmd.Env = append(p.cmd.Env, env...)
+	if pinned {
+		p.cmd.Env = append(p.cmd.Env, "GOMAXPROCS=1") // the last value counts
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
