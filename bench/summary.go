@@ -25,7 +25,7 @@ func (r *report) summary(p func(string, ...any)) {
 		p("| %s | %s | %s | %s |", figure, target, value, yes(met))
 	}
 	for _, o := range r.overhead {
-		ratio := o.oauth.throughput() / o.static.throughput()
+		ratio := o.ratio()
 		added := o.oauth.percentile(0.99) - o.static.percentile(0.99)
 		row("throughput ratio, "+o.name, fmt.Sprintf("≥ %.2f×", targetRatio), fmt.Sprintf("%.3f×", ratio), ratio >= targetRatio)
 		row("added p99, "+o.name, "≤ +"+ms(targetAddedP99), ms(added), added <= targetAddedP99)
