@@ -299,7 +299,15 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if err != nil {
 		return h.upstreamError(w, err)
 	}
+	return x.send(w, rp, to, next)
+}
 
+// send proxies the request with the token, and once more with a fresher
+// one when the upstream refused it and the request can be sent again. (Its
+// own function, with few returns, so that its defers cost no more than
+// calls.)
+func (x *exchange) send(w http.ResponseWriter, rp *reverseproxy.Handler, to *target, next caddyhttp.Handler) error {
+	h, r := x.h, x.r
 	// A body of known length within the replay limit can be sent again
 	// after a 401; it streams, with a copy kept for the retry.
 	var body *replayBody
@@ -314,7 +322,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	first.x = x
 	first.begin(w)
 	defer x.app.restore() // also if the reverse proxy panics
-	err = rp.ServeHTTP(first, h.upstreamRequest(r, x.access, to, body, &x.app), next)
+	err := rp.ServeHTTP(first, h.upstreamRequest(r, x.access, to, body, &x.app), next)
 	x.app.restore()
 	if !first.swallowed {
 		return err
@@ -324,7 +332,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if x.retryErr != nil {
 		return h.tokenError(w, r, x.retryErr)
 	}
-	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", c.name))
+	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", h.conn.name))
 	// The refreshed token set may carry other metadata.
 	if rp, to, err = h.route(r, x.metadata); err != nil {
 		return h.upstreamError(w, err)
