@@ -33,9 +33,9 @@ func (r *report) summary(p func(string, ...any)) {
 	// None on the request path; the background revalidation reads a
 	// cached connection once a minute.
 	floor := r.revalidationFloor()
-	row(fmt.Sprintf("Vault requests during %.0f s of load on one connection over %.0f s, fresh token", r.hotTime.Seconds(), r.hotSpan.Seconds()),
+	row(fmt.Sprintf("Vault requests on the connection's record during %.0f s of load on one connection over %.0f s, fresh token", r.hotTime.Seconds(), r.hotSpan.Seconds()),
 		fmt.Sprintf("≤ %d (background revalidation, once a minute; none per request)", floor),
-		fmt.Sprintf("%d (%.2f per 10,000 requests)", r.hotVault, r.vaultPer10k), r.hotVault <= floor)
+		fmt.Sprintf("%d (%.2f per 10,000 requests; and %d of the state sweep)", r.hotVault, r.vaultPer10k, r.hotOther), r.hotVault <= floor)
 	if overheadOnly {
 		p("")
 		return
