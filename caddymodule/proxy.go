@@ -397,15 +397,20 @@ func (x *exchange) retry(status int) bool {
 func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody, saved *appRequest) *http.Request {
 	saved.take(r)
 	hdr := r.Header
-	dropConnectionHeaders(hdr, &saved.named)
-	delete(hdr, "Authorization")
-	delete(hdr, "Proxy-Authorization")
-	if len(hdr["Cookie"]) > 0 {
+	if saved.conn != nil {
+		dropConnectionHeaders(hdr, &saved.named)
+	}
+	if saved.proxyAuth != nil {
+		delete(hdr, "Proxy-Authorization")
+	}
+	if len(saved.cookie) > 0 {
 		h.stripCookies(r)
 	}
+	// Replaces the app's Authorization, if any.
 	saved.bearer[0] = "Bearer " + accessToken
 	hdr["Authorization"] = saved.bearer[:]
 	if to.prefix != "" {
+		saved.pathChanged = true
 		u := r.URL
 		switch {
 		case to.exact && (u.Path == "/" || u.Path == ""):
@@ -423,6 +428,7 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *
 	}
 	if body != nil {
 		r.Body, r.GetBody = body.attempt(), nil
+		saved.bodyChanged = true
 	}
 	return r
 }
@@ -443,6 +449,8 @@ type appRequest struct {
 	// bearer holds the Authorization value sent upstream, sparing a
 	// slice per request (Caddy's reverse proxy sends a copy).
 	bearer [1]string
+	// What else changed: restore touches only that.
+	pathChanged, bodyChanged bool
 }
 
 // take remembers r's parts that upstreamRequest changes.
@@ -460,14 +468,26 @@ func (a *appRequest) restore() {
 		return
 	}
 	r := a.r
-	r.URL.Path, r.URL.RawPath, r.Body, r.GetBody = a.path, a.rawPath, a.body, a.getBody
+	if a.pathChanged {
+		r.URL.Path, r.URL.RawPath = a.path, a.rawPath
+	}
+	if a.bodyChanged {
+		r.Body, r.GetBody = a.body, a.getBody
+	}
 	h := r.Header
 	putBack(h, "Authorization", a.auth)
-	putBack(h, "Proxy-Authorization", a.proxyAuth)
-	putBack(h, "Cookie", a.cookie)
-	putBack(h, "Connection", a.conn)
-	for k, v := range a.named {
-		h[k] = v
+	// The others changed only if the app sent them.
+	if a.proxyAuth != nil {
+		h["Proxy-Authorization"] = a.proxyAuth
+	}
+	if a.cookie != nil {
+		h["Cookie"] = a.cookie
+	}
+	if a.conn != nil {
+		h["Connection"] = a.conn
+		for k, v := range a.named {
+			h[k] = v
+		}
 	}
 	a.r = nil
 }
