@@ -26,6 +26,8 @@ func TestBrowserRequestsRefused(t *testing.T) {
 			"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"no-cors"}}},
 		{"cross-site GET", "GET", http.Header{"Origin": {"https://evil.example"}, "Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"cors"}}},
 		{"GET without Origin (an image, a navigation)", "GET", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Dest": {"image"}}},
+		{"Sec-Fetch-User alone (a user-activated navigation)", "GET", http.Header{"Sec-Fetch-User": {"?1"}}},
+		{"Sec-Fetch-Dest alone", "GET", http.Header{"Sec-Fetch-Dest": {"document"}}},
 		{"same-origin after DNS rebinding", "GET", http.Header{"Sec-Fetch-Site": {"same-origin"}, "Sec-Fetch-Mode": {"cors"}}},
 		{"Origin only (an older browser)", "DELETE", http.Header{"Origin": {"https://evil.example"}}},
 		{"Origin null (a sandboxed frame)", "POST", http.Header{"Origin": {"null"}}},

@@ -618,3 +618,74 @@ func TestRenewKeepsTheConnection(t *testing.T) {
 		t.Fatalf("another person's token set: generation %q (first %q), by %q, %v; want a new connection", other.Generation, first.Generation, other.ConnectedBy, err)
 	}
 }
+
+// Renew loses nothing when the store fails or another replica writes the
+// record meanwhile: a failed write leaves the stored connection and the
+// cached token as they were (the error is the caller's to log), and a
+// write that lost the check-and-set is made again over the newer record,
+// still keeping the connection's generation and connection time.
+func TestRenewUnderStoreFaults(t *testing.T) {
+	save := func(t *testing.T, k *Keeper) Token {
+		first, err := k.Save(context.Background(), demo, &oauth2.Token{AccessToken: "at-0", RefreshToken: "rt-0", Expiry: time.Now().Add(time.Hour)}, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return first
+	}
+	renew := func(k *Keeper) (Token, error) {
+		return k.Renew(context.Background(), demo, &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: time.Now().Add(time.Hour)}, "alice")
+	}
+
+	t.Run("store down", func(t *testing.T) {
+		var down atomic.Bool
+		fs := &faultStore{Store: newFileStore(t), failPut: func(string, int64) bool { return down.Load() }}
+		k := NewKeeper(Options{Store: fs})
+		first := save(t, k)
+		down.Store(true)
+		if _, err := renew(k); !errors.Is(err, errStoreDown) {
+			t.Fatalf("Renew with the store down: %v; want the store's error", err)
+		}
+		if d := stored(t, fs, demo); d["refresh_token"] != "rt-0" || d["generation"] != first.Generation {
+			t.Fatalf("the store holds %q of generation %q; want rt-0 of %q", d["refresh_token"], d["generation"], first.Generation)
+		}
+		if tok, err := k.Token(context.Background(), demo, nil, policy); err != nil || tok.AccessToken != "at-0" {
+			t.Fatalf("Token: %q, %v; want the cached at-0", tok.AccessToken, err)
+		}
+	})
+
+	t.Run("another replica writes first", func(t *testing.T) {
+		inner := newFileStore(t)
+		fs := &faultStore{Store: inner}
+		k := NewKeeper(Options{Store: fs})
+		first := save(t, k)
+		var raced atomic.Bool
+		fs.onPut = func() {
+			if raced.Swap(true) {
+				return
+			}
+			// Another replica's refresh lands between Renew's read and
+			// its write.
+			e, err := inner.Get(context.Background(), demo.tokenPath())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			e.Data["refresh_token"] = "rt-replica"
+			if _, err := inner.Put(context.Background(), demo.tokenPath(), e.Data, e.Version); err != nil {
+				t.Error(err)
+			}
+		}
+		puts := fs.puts.Load()
+		renewed, err := renew(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := fs.puts.Load() - puts; n != 2 {
+			t.Fatalf("Renew wrote %d times; want 2 (the check-and-set lost once)", n)
+		}
+		d := stored(t, fs, demo)
+		if d["refresh_token"] != "rt-1" || d["generation"] != first.Generation || renewed.Generation != first.Generation || renewed.ConnectedAt.Unix() != first.ConnectedAt.Unix() {
+			t.Fatalf("the store holds %q of generation %q (renewed %q); want rt-1 of %q", d["refresh_token"], d["generation"], renewed.Generation, first.Generation)
+		}
+	})
+}
