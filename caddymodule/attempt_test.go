@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/tokens"
 )
 
 // A swallowed answer leaves nothing behind: neither its headers, nor the
@@ -81,7 +83,8 @@ func TestUpstreamRequestIsRestored(t *testing.T) {
 			r.Header.Add("Accept", "application/json")
 			wantHeader, wantURL, wantBody := r.Header.Clone(), *r.URL, r.Body
 			var app appRequest
-			out := h.upstreamRequest(r, "the-token", &c.to, nil, &app)
+			access := tokens.AccessOf(tokens.Token{AccessToken: "the-token"})
+			out := h.upstreamRequest(r, &access, &c.to, nil, &app)
 			got := map[string]string{}
 			for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Connection", "X-Hop", "Accept"} {
 				got[k] = out.Header.Get(k)

@@ -99,7 +99,8 @@ func (h *ProxyHandler) serveGrant(w http.ResponseWriter, r *http.Request, next c
 	first.begin(w)
 	var app appRequest
 	defer app.restore()
-	return h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, tok.AccessToken, &h.static, nil, &app), next)
+	access := tokens.AccessOf(tok)
+	return h.ReverseProxy.ServeHTTP(first, h.upstreamRequest(r, &access, &h.static, nil, &app), next)
 }
 
 // exchange returns the token exchanged for the user's token that r carries.

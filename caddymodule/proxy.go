@@ -248,14 +248,13 @@ func (h *ProxyHandler) Cleanup() error {
 
 // exchange is what one proxied request needs besides the request: its
 // response writers, its token and what a retry after a 401 is decided on.
-// It is allocated once per request, writers included.
+// One is taken from a pool per request, writers included (exchanges.go).
 type exchange struct {
 	h          *ProxyHandler
 	r          *http.Request
 	key        tokens.Key
 	conn       *connector.Connector
-	access     string          // the access token attached
-	metadata   tokens.Metadata // the connection's, for the upstream's URL
+	access     tokens.Access // the access token attached, and the connection's metadata
 	replayable bool
 	retryErr   error // why the swallowed 401 is answered otherwise
 	cors       corsWriter
@@ -265,16 +264,22 @@ type exchange struct {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	c := h.conn
 	// Browsers first: a refused page must not even cause a token
 	// refresh.
-	origin, ok := h.browsers.check(w, r, c.name)
+	origin, ok := h.browsers.check(w, r, h.conn.name)
 	if !ok {
 		return nil
 	}
-	x := &exchange{h: h, r: r}
+	x := newExchange(h, r)
 	x.cors = h.browsers.writer(w, origin)
-	w = &x.cors
+	err := x.serve(&x.cors, next)
+	x.recycle() // not if serve panicked: the exchange is then left to the GC
+	return err
+}
+
+// serve gets the connection's token and proxies the request with it.
+func (x *exchange) serve(w http.ResponseWriter, next caddyhttp.Handler) error {
+	h, c, r := x.h, x.h.conn, x.r
 	if c.unconfigured() || len(h.ReverseProxy.Upstreams) == 0 {
 		return writeUnavailable(w, time.Minute, apiError{Error: "connector_unconfigured", Connector: c.name,
 			Message: "the connector has no client_id or upstream; configure it"})
@@ -290,12 +295,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if x.conn, err = c.client(r.Context()); err != nil {
 		return h.discoveryError(w, err)
 	}
-	tok, err := h.token(r.Context(), x.key, x.conn)
-	if err != nil {
+	if x.access, err = h.token(r.Context(), x.key, x.conn); err != nil {
 		return h.tokenError(w, r, err)
 	}
-	x.access, x.metadata = tok.AccessToken, tok.Metadata
-	rp, to, err := h.route(r, x.metadata)
+	rp, to, err := h.route(r, x.access.Metadata)
 	if err != nil {
 		return h.upstreamError(w, err)
 	}
@@ -322,7 +325,7 @@ func (x *exchange) send(w http.ResponseWriter, rp *reverseproxy.Handler, to *tar
 	first.x = x
 	first.begin(w)
 	defer x.app.restore() // also if the reverse proxy panics
-	err := rp.ServeHTTP(first, h.upstreamRequest(r, x.access, to, body, &x.app), next)
+	err := rp.ServeHTTP(first, h.upstreamRequest(r, &x.access, to, body, &x.app), next)
 	x.app.restore()
 	if !first.swallowed {
 		return err
@@ -334,10 +337,10 @@ func (x *exchange) send(w http.ResponseWriter, rp *reverseproxy.Handler, to *tar
 	}
 	h.logger.Debug("retrying after upstream 401 with a refreshed token", zap.String("connector", h.conn.name))
 	// The refreshed token set may carry other metadata.
-	if rp, to, err = h.route(r, x.metadata); err != nil {
+	if rp, to, err = h.route(r, x.access.Metadata); err != nil {
 		return h.upstreamError(w, err)
 	}
-	return rp.ServeHTTP(w, h.upstreamRequest(r, x.access, to, body, &x.app), next)
+	return rp.ServeHTTP(w, h.upstreamRequest(r, &x.access, to, body, &x.app), next)
 }
 
 // retry is called when the upstream refused the token (401, or 403 with a
@@ -370,7 +373,7 @@ func (x *exchange) retry(status int) bool {
 		x.retryErr, outcome = h.challenged(x.r.Context(), x.key, ask{claims: claims}), "claims_challenge"
 		return true
 	}
-	fresh, err := h.rejected(x.r.Context(), x.key, x.conn, x.access)
+	fresh, err := h.rejected(x.r.Context(), x.key, x.conn, x.access.Token)
 	switch {
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		x.retryErr, outcome = err, "authorization_required"
@@ -383,7 +386,7 @@ func (x *exchange) retry(status int) bool {
 	case !x.replayable:
 		return false
 	}
-	x.access, x.metadata, outcome = fresh.AccessToken, fresh.Metadata, "retried"
+	x.access, outcome = tokens.AccessOf(fresh), "retried"
 	return true
 }
 
@@ -394,7 +397,7 @@ func (x *exchange) retry(status int) bool {
 // request it sends, URL and header included; a copy here would be a second
 // one per request) and keeps what it changed in saved, whose restore puts
 // the app's request back once the attempt is over.
-func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *target, body *replayBody, saved *appRequest) *http.Request {
+func (h *ProxyHandler) upstreamRequest(r *http.Request, a *tokens.Access, to *target, body *replayBody, saved *appRequest) *http.Request {
 	saved.take(r)
 	hdr := r.Header
 	if saved.conn != nil {
@@ -407,7 +410,7 @@ func (h *ProxyHandler) upstreamRequest(r *http.Request, accessToken string, to *
 		h.stripCookies(r)
 	}
 	// Replaces the app's Authorization, if any.
-	saved.bearer[0] = "Bearer " + accessToken
+	saved.bearer[0] = a.Authorization
 	hdr["Authorization"] = saved.bearer[:]
 	if to.prefix != "" {
 		saved.pathChanged = true

@@ -31,11 +31,12 @@ func (h *ProxyHandler) provisionScopes() error {
 
 // token returns the access token to attach: the connection's own, or, with
 // scopes set, one for those scopes obtained with its refresh token.
-func (h *ProxyHandler) token(ctx context.Context, key tokens.Key, conn *connector.Connector) (tokens.Token, error) {
+func (h *ProxyHandler) token(ctx context.Context, key tokens.Key, conn *connector.Connector) (tokens.Access, error) {
 	if len(h.scopes) == 0 {
-		return h.app.keeper.Token(ctx, key, conn, h.conn.policy)
+		return h.app.keeper.Access(ctx, key, conn, h.conn.policy)
 	}
-	return h.app.keeper.TokenFor(ctx, key, conn, h.conn.policy, h.scopes)
+	tok, err := h.app.keeper.TokenFor(ctx, key, conn, h.conn.policy, h.scopes)
+	return tokens.AccessOf(tok), err
 }
 
 // rejected is Keeper.Rejected for the token token returned.

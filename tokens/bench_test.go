@@ -14,8 +14,8 @@ import (
 	"github.com/caddy-oauthconn/caddy-oauthconn/filestore"
 )
 
-// BenchmarkTokenHot is the proxy's per-request token lookup with a fresh
-// cached token, from parallel goroutines (run it with -cpu 1,2,4,8,16):
+// BenchmarkTokenHot is the proxy's per-request token lookup (Access) with a
+// fresh cached token, from parallel goroutines (run it with -cpu 1,2,4,8,16):
 // one-key is every request for the shared connection (one entry, read by
 // all), many-keys spreads the requests over 10,000 per-user connections.
 func BenchmarkTokenHot(b *testing.B) {
@@ -55,7 +55,7 @@ func benchTokenHot(b *testing.B, n int) {
 		i := int(next.Add(7919))
 		for pb.Next() {
 			i++
-			if _, err := k.Token(ctx, keys[i%n], nil, p); err != nil {
+			if _, err := k.Access(ctx, keys[i%n], nil, p); err != nil {
 				b.Fatal(err)
 			}
 		}

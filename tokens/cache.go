@@ -187,7 +187,10 @@ type entry struct {
 // connector's connections, are interned; the refresh bookkeeping most
 // connections never need is behind one pointer, nil while unused.
 type packed struct {
-	strs                    string // access token, refresh token, generation, connected by
+	// strs is "Bearer ", the access token, the refresh token, the
+	// generation and who connected, one after the other: the
+	// Authorization header a request carries is a slice of it.
+	strs                    string
 	nAccess, nRefresh, nGen uint32
 	meta                    unique.Handle[tokenMeta] // zero when both are empty
 	expiry, refreshExpiry   int64
@@ -252,7 +255,7 @@ func pack(e *entry, old *packed) packed {
 		old.generation() == t.Generation && old.connectedBy() == t.ConnectedBy {
 		p.strs, p.nAccess, p.nRefresh, p.nGen = old.strs, old.nAccess, old.nRefresh, old.nGen
 	} else {
-		p.strs = t.AccessToken + t.RefreshToken + t.Generation + t.ConnectedBy
+		p.strs = bearerPrefix + t.AccessToken + t.RefreshToken + t.Generation + t.ConnectedBy
 		p.nAccess, p.nRefresh, p.nGen = uint32(len(t.AccessToken)), uint32(len(t.RefreshToken)), uint32(len(t.Generation))
 	}
 	m := tokenMeta{t.TokenType, t.Scope}
@@ -273,12 +276,18 @@ func pack(e *entry, old *packed) packed {
 	return p
 }
 
-func (p *packed) accessToken() string  { return p.strs[:p.nAccess] }
-func (p *packed) refreshToken() string { return p.strs[p.nAccess : p.nAccess+p.nRefresh] }
+// bearerPrefix starts every packed entry's strings.
+const bearerPrefix = "Bearer "
+
+const nb = uint32(len(bearerPrefix))
+
+func (p *packed) authorization() string { return p.strs[:nb+p.nAccess] }
+func (p *packed) accessToken() string   { return p.strs[nb : nb+p.nAccess] }
+func (p *packed) refreshToken() string  { return p.strs[nb+p.nAccess : nb+p.nAccess+p.nRefresh] }
 func (p *packed) generation() string {
-	return p.strs[p.nAccess+p.nRefresh : p.nAccess+p.nRefresh+p.nGen]
+	return p.strs[nb+p.nAccess+p.nRefresh : nb+p.nAccess+p.nRefresh+p.nGen]
 }
-func (p *packed) connectedBy() string { return p.strs[p.nAccess+p.nRefresh+p.nGen:] }
+func (p *packed) connectedBy() string { return p.strs[nb+p.nAccess+p.nRefresh+p.nGen:] }
 
 func (p *packed) tokenMeta() tokenMeta {
 	if p.meta == (unique.Handle[tokenMeta]{}) {

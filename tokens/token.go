@@ -195,20 +195,28 @@ func (t Token) Refreshable(now time.Time) bool {
 // margin before expiry, but never earlier than two thirds into the token's
 // lifetime, so short-lived tokens are not refreshed on every request. A token
 // with no expiry is never due (zero time).
-func (t Token) DueAt(margin time.Duration) time.Time {
-	if t.Expiry.IsZero() {
+func (t Token) DueAt(margin time.Duration) time.Time { return dueAt(t.Expiry, t.ObtainedAt, margin) }
+
+func (t Token) due(now time.Time, margin time.Duration) bool {
+	return isDue(now, t.Expiry, t.ObtainedAt, margin)
+}
+
+// dueAt is Token.DueAt for a token obtained at obtained that expires at
+// expiry.
+func dueAt(expiry, obtained time.Time, margin time.Duration) time.Time {
+	if expiry.IsZero() {
 		return time.Time{}
 	}
-	if !t.ObtainedAt.IsZero() {
-		if life := t.Expiry.Sub(t.ObtainedAt); life > 0 && margin > life/3 {
+	if !obtained.IsZero() {
+		if life := expiry.Sub(obtained); life > 0 && margin > life/3 {
 			margin = life / 3
 		}
 	}
-	return t.Expiry.Add(-margin)
+	return expiry.Add(-margin)
 }
 
-func (t Token) due(now time.Time, margin time.Duration) bool {
-	d := t.DueAt(margin)
+func isDue(now, expiry, obtained time.Time, margin time.Duration) bool {
+	d := dueAt(expiry, obtained, margin)
 	return !d.IsZero() && !now.Before(d)
 }
 
