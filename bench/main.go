@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -55,6 +56,10 @@ var profileDir string
 
 // overheadOnly stops the run after sections 1 and 2.
 var overheadOnly bool
+
+// sameProxy makes section 1 compare reverse_proxy with itself (an A/A
+// run): what its figures then show is the method's own noise.
+var sameProxy bool
 
 // pin places the overhead sections' proxy and load generator on separate
 // CPUs, where the machine allows it (pinning).
@@ -153,8 +158,22 @@ type overheadRow struct {
 	oauthURL     string
 	staticURL    string
 	http1, http2 int64
-	// rounds are each round's throughput ratio.
+	// rounds are each round's throughput ratio; p99s each round's p99
+	// of oauthconn_proxy less reverse_proxy's.
 	rounds []float64
+	p99s   []time.Duration
+	// oauthCPU and staticCPU are the proxy process's CPU time during
+	// each proxy's rounds.
+	oauthCPU, staticCPU time.Duration
+}
+
+// cpuPerRequest returns each proxy's CPU time per request, or zeros where
+// the kernel does not say.
+func (o overheadRow) cpuPerRequest() (oauth, static time.Duration) {
+	if o.oauth.requests == 0 || o.static.requests == 0 {
+		return 0, 0
+	}
+	return o.oauthCPU / time.Duration(o.oauth.requests), o.staticCPU / time.Duration(o.static.requests)
 }
 
 // ratio is the row's throughput ratio: the median of its rounds' ratios.
@@ -167,6 +186,25 @@ func (o overheadRow) ratio() float64 {
 		return o.oauth.throughput() / o.static.throughput()
 	}
 	s := slices.Sorted(slices.Values(o.rounds))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// addedP99 is the p99 oauthconn_proxy adds: the median of the rounds'
+// differences, for the reason ratio takes the median. (The p99 of all
+// rounds together is decided by the few rounds in which something else
+// stalled the machine.)
+func (o overheadRow) addedP99() time.Duration {
+	if len(o.p99s) == 0 {
+		return o.oauth.percentile(0.99) - o.static.percentile(0.99)
+	}
+	return median(o.p99s)
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Sorted(slices.Values(d))
 	if n := len(s); n%2 == 0 {
 		return (s[n/2-1] + s[n/2]) / 2
 	}
@@ -186,6 +224,7 @@ func main() {
 	smokeFlag := flag.Bool("smoke", false, "run for seconds, to check the benchmark still works")
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of the proxy process during the overhead runs to this directory")
 	flag.BoolVar(&overheadOnly, "overhead", false, "run only the overhead and hot-path sections (1 and 2)")
+	flag.BoolVar(&sameProxy, "same-proxy", false, "with -overhead: send both sides of each comparison to reverse_proxy, to measure the method's noise")
 	memOnly := flag.String("memory", "", "measure only the cache (section 5), at these comma-separated sizes; needs no servers")
 	waveN := flag.Int("wave", -1, "connections in the refresh wave (default 10000, -smoke 30; 0 skips it)")
 	flag.BoolVar(&waveOnly, "wave-only", false, "run only the refresh wave")
@@ -315,8 +354,12 @@ func run(s settings, logw io.Writer) (*report, error) {
 		return r, runWave(w, s, r, logw)
 	}
 
-	// 1 and 2: overhead and hot-path purity, on one process.
+	// 1 and 2: overhead and hot-path purity, on one process. The load
+	// generator collects its garbage a quarter as often meanwhile, so
+	// that its collections (which stall requests of both proxies alike,
+	// but not evenly across rounds) leave the rounds more alike.
 	r.pinned = w.pin.describe()
+	gc := debug.SetGCPercent(400)
 	if w.pin != nil {
 		if err := w.pin.self(); err != nil {
 			return nil, err
@@ -351,6 +394,11 @@ func run(s settings, logw io.Writer) (*report, error) {
 		{name: "GET, TLS upstream, default versions", method: "GET", oauthURL: tlsBase(p.port+2, "h2"), staticURL: tlsBase(p.port+3, "h2")},
 		{name: "POST 64 KiB, TLS upstream, default versions", method: "POST", body: big, oauthURL: tlsBase(p.port+2, "h2"), staticURL: tlsBase(p.port+3, "h2")},
 	}
+	if sameProxy {
+		for _, row := range rows {
+			row.oauthURL = row.staticURL
+		}
+	}
 	for _, row := range rows[2:] {
 		do(c, "GET", row.oauthURL, nil) // warm the upstream connections
 		do(c, "GET", row.staticURL, nil)
@@ -370,9 +418,11 @@ func run(s settings, logw io.Writer) (*report, error) {
 				}
 				h1, h2 := w.upstreamProtos[1].Load(), w.upstreamProtos[2].Load()
 				var res result
+				cpu0 := processCPU(p.pid())
 				profile(fmt.Sprintf("oauthconn-%d-%s-round%d", i, method, round+1), func() {
 					res = load(c, method, row.oauthURL, body, s.concurrency, s.duration)
 				})
+				row.oauthCPU += processCPU(p.pid()) - cpu0
 				row.http1 += w.upstreamProtos[1].Load() - h1
 				row.http2 += w.upstreamProtos[2].Load() - h2
 				vaultDuring += w.vaultCalls.Load() - v0
@@ -384,9 +434,11 @@ func run(s settings, logw io.Writer) (*report, error) {
 				oauthRound = res
 			}
 			runStatic := func() {
+				cpu0 := processCPU(p.pid())
 				profile(fmt.Sprintf("static-%d-%s-round%d", i, method, round+1), func() {
 					staticRound = load(c, method, row.staticURL, body, s.concurrency, s.duration)
 				})
+				row.staticCPU += processCPU(p.pid()) - cpu0
 				row.static = merge(row.static, staticRound)
 			}
 			if round%2 == 0 {
@@ -397,6 +449,7 @@ func run(s settings, logw io.Writer) (*report, error) {
 				runOauth()
 			}
 			row.rounds = append(row.rounds, oauthRound.throughput()/staticRound.throughput())
+			row.p99s = append(row.p99s, oauthRound.percentile(0.99)-staticRound.percentile(0.99))
 		}
 	}
 	for _, row := range rows {
@@ -405,6 +458,7 @@ func run(s settings, logw io.Writer) (*report, error) {
 	r.vaultPer10k = float64(connDuring) / float64(oauthRequests) * 10000
 	r.hotVault, r.hotOther = connDuring, vaultDuring-connDuring
 	p.stop()
+	debug.SetGCPercent(gc)
 	if w.pin != nil {
 		if err := w.pin.release(); err != nil {
 			return nil, err
@@ -517,6 +571,9 @@ func (r *report) markdown(out io.Writer) {
 	p("Settings: %d alternating rounds of %s per measurement, %d concurrent clients; storms of %d requests.",
 		r.settings.rounds, r.settings.duration, r.settings.concurrency, r.settings.storm)
 	p("Sections 1 and 2: %s.", r.pinned)
+	if sameProxy {
+		p("**A/A run: both sides of section 1 are reverse_proxy; its differences are the method's noise.**")
+	}
 	p("")
 	r.summary(p)
 	p("### 1. Overhead: oauthconn_proxy against reverse_proxy with a static Authorization header")
@@ -532,16 +589,21 @@ func (r *report) markdown(out io.Writer) {
 		}
 	}
 	p("")
-	p("| request | throughput ratio (median of the rounds) | middle half of the rounds | ratio of the totals | added p50 | added p99 | oauthconn_proxy's upstream requests |")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+	p("| request | throughput ratio (median of the rounds) | middle half of the rounds | ratio of the totals | added p50 | added p99 (median of the rounds) | added p99, all rounds together | proxy CPU per request (oauthconn_proxy / reverse_proxy) | oauthconn_proxy's upstream requests |")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 	for _, row := range r.overhead {
 		protos := "HTTP/1.1 (plain)"
 		if row.http1+row.http2 > 0 {
 			protos = fmt.Sprintf("TLS: %d over HTTP/1.1, %d over HTTP/2", row.http1, row.http2)
 		}
 		q1, q3 := quartiles(row.rounds)
-		p("| %s | %.3f× | %.3f–%.3f | %.3f× | %s | %s | %s |", row.name, row.ratio(), q1, q3,
-			row.oauth.throughput()/row.static.throughput(), ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)), protos)
+		cpu := "not known"
+		if oc, sc := row.cpuPerRequest(); sc > 0 {
+			cpu = fmt.Sprintf("%s / %s (%+.1f%%)", us(oc), us(sc), (float64(oc)/float64(sc)-1)*100)
+		}
+		p("| %s | %.3f× | %.3f–%.3f | %.3f× | %s | %s | %s | %s | %s |", row.name, row.ratio(), q1, q3,
+			row.oauth.throughput()/row.static.throughput(), ms(row.oauth.percentile(0.5)-row.static.percentile(0.5)),
+			ms(row.addedP99()), ms(row.oauth.percentile(0.99)-row.static.percentile(0.99)), cpu, protos)
 	}
 	p("")
 	p("### 2. Hot path: Vault requests on the connection's record per 10,000 proxied requests with a fresh token")

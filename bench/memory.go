@@ -99,7 +99,7 @@ func memoryPerConnection(n int) memResult {
 	policy := tokens.Policy{Margin: 5 * time.Minute, Cooldown: 30 * time.Second, MaxWait: time.Hour, Revalidate: -1}
 	key := func(i int) tokens.Key { return tokens.Key{Connector: "demo", Subject: fmt.Sprintf("user-%07d", i)} }
 	token := func(key tokens.Key) {
-		if _, err := k.Token(context.Background(), key, nil, policy); err != nil {
+		if _, err := k.Access(context.Background(), key, nil, policy); err != nil {
 			panic(err)
 		}
 	}

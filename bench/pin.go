@@ -19,6 +19,8 @@ import (
 type pinning struct {
 	proxy, rest string // taskset CPU lists
 	all         string
+	nRest       int // CPUs in rest
+	procs       int // this process's GOMAXPROCS before self
 }
 
 // newPinning returns the pinning for this machine, or nil if it has one
@@ -35,6 +37,7 @@ func newPinning() *pinning {
 		proxy: strconv.Itoa(n - 1),
 		rest:  cpuRange(0, n-2),
 		all:   cpuRange(0, n-1),
+		nRest: n - 1,
 	}
 }
 
@@ -50,11 +53,22 @@ func (p *pinning) command(bin string, args ...string) *exec.Cmd {
 	return exec.Command("taskset", append([]string{"-c", p.proxy, bin}, args...)...)
 }
 
-// self moves every thread of this process to the other CPUs.
-func (p *pinning) self() error { return p.set(p.rest) }
+// self moves every thread of this process to the other CPUs, and gives it
+// as many Ps as it has CPUs there: more Ps than CPUs would leave the
+// kernel to preempt the load generator's threads at random, the proxy
+// then idling for want of requests in some rounds and not others.
+func (p *pinning) self() error {
+	p.procs = runtime.GOMAXPROCS(p.nRest)
+	return p.set(p.rest)
+}
 
 // release gives this process every CPU again.
-func (p *pinning) release() error { return p.set(p.all) }
+func (p *pinning) release() error {
+	if p.procs > 0 {
+		runtime.GOMAXPROCS(p.procs)
+	}
+	return p.set(p.all)
+}
 
 func (p *pinning) set(cpus string) error {
 	out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(os.Getpid())).CombinedOutput()

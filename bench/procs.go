@@ -116,6 +116,10 @@ func (p *proc) Write(b []byte) (int, error) {
 
 func (p *proc) url(path string) string { return fmt.Sprintf("http://localhost:%d%s", p.port, path) }
 
+// pid is the process's id (taskset, when pinning, execs the binary in its
+// own place).
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
 // startProc starts the binary on port (and port+1 for the static proxy,
 // port+2 and port+3 for the pair with the https upstream).
 func startProc(w *world, port int) (*proc, error) {
