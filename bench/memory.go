@@ -196,7 +196,7 @@ func rss() int64 {
 // memoryMarkdown writes the memory section of the report.
 func memoryMarkdown(out io.Writer, rows []memResult) {
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
-	p("### 5. A million connections: memory, eviction and hits (cache filled through Keeper.Token, one subject per connection, Hydra-sized tokens)")
+	p("### 5. A million connections: memory, eviction and hits (cache filled and hit through Keeper.Access, as proxied requests are, one subject per connection, Hydra-sized tokens)")
 	p("")
 	p("| connections | heap bytes per connection | resident bytes per connection | miss (store read + insert) | evictions | time per eviction | allocations per eviction | slowest miss while evicting |")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
