@@ -88,7 +88,9 @@ type ProxyHandler struct {
 
 	// ReverseProxy configures Caddy's reverse proxy (transport, timeouts,
 	// header manipulation, response handling). Its upstreams are set from
-	// Upstream and must not be given here.
+	// Upstream and must not be given here. Its handle_response routes see
+	// the request as it went upstream, the connection's token included:
+	// they must not forward it or log its Authorization header.
 	ReverseProxy *reverseproxy.Handler `json:"reverse_proxy,omitempty"`
 
 	app      *App
