@@ -185,11 +185,7 @@ func (o overheadRow) ratio() float64 {
 	if len(o.rounds) == 0 {
 		return o.oauth.throughput() / o.static.throughput()
 	}
-	s := slices.Sorted(slices.Values(o.rounds))
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
+	return median(o.rounds)
 }
 
 // addedP99 is the p99 oauthconn_proxy adds: the median of the rounds'
@@ -203,8 +199,9 @@ func (o overheadRow) addedP99() time.Duration {
 	return median(o.p99s)
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Sorted(slices.Values(d))
+// median returns v's middle value, or the mean of its two middle values.
+func median[T ~float64 | ~int64](v []T) T {
+	s := slices.Sorted(slices.Values(v))
 	if n := len(s); n%2 == 0 {
 		return (s[n/2-1] + s[n/2]) / 2
 	}
