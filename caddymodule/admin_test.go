@@ -94,4 +94,29 @@ func TestUpstream401(t *testing.T) {
 	if n := s.up.calls(); n != 1 {
 		t.Fatalf("the upstream got %d requests; a streamed body must not be sent twice", n)
 	}
+
+	// With replay_limit off, no body is kept: the app gets the 401 and
+	// sends again, with the refreshed token; a request without a body is
+	// still retried.
+	s = startServer(t, testOptions{proxy: "replay_limit off"})
+	s.connect(t, newClient())
+	resp, body = newClient().do(t, "POST", s.base+"/demo/first-token-refused", http.Header{"Content-Type": {"text/plain"}}, "send me once")
+	if resp.StatusCode != http.StatusUnauthorized || s.up.calls() != 1 {
+		t.Fatalf("replay off: %d %s after %d upstream requests; want the upstream's 401 after 1", resp.StatusCode, body, s.up.calls())
+	}
+	resp, body = newClient().do(t, "POST", s.base+"/demo/items", http.Header{"Content-Type": {"text/plain"}}, "send me again")
+	if resp.StatusCode != http.StatusOK || s.up.last(t).Header.Get("Authorization") != "Bearer at-2" {
+		t.Fatalf("sent again: %d %s with %q; want 200 with the refreshed token", resp.StatusCode, body, s.up.last(t).Header.Get("Authorization"))
+	}
+}
+
+// TestReplayOffGetStillRetried: replay_limit off keeps no body, but a
+// request without one is still sent again after a 401.
+func TestReplayOffGetStillRetried(t *testing.T) {
+	s := startServer(t, testOptions{proxy: "replay_limit 0"})
+	s.connect(t, newClient())
+	resp, body := newClient().do(t, "GET", s.base+"/demo/first-token-refused", nil, "")
+	if resp.StatusCode != http.StatusOK || s.up.calls() != 2 || s.up.last(t).Header.Get("Authorization") != "Bearer at-2" {
+		t.Fatalf("GET with replay off: %d %s after %d upstream requests; want 200 after 2, the second with at-2", resp.StatusCode, body, s.up.calls())
+	}
 }

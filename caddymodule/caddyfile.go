@@ -676,7 +676,7 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // UnmarshalCaddyfile sets up the handler:
 //
 //	oauthconn_proxy [<matcher>] <connector> [<upstream URL>] {
-//		replay_limit   <size>
+//		replay_limit   <size>|off
 //		allow_browsers <origin...>
 //		pass_cookies   <name...>
 //		scopes         <scope...>
@@ -684,8 +684,9 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		# transport, timeouts, handle_response, …
 //	}
 //
-// allow_browsers, pass_cookies and scopes may be repeated; their arguments
-// add up. With scopes, the token attached is one for those scopes, obtained
+// replay_limit 0 is off, as in JSON -1: no request body is kept for a
+// replay. allow_browsers, pass_cookies and scopes may be repeated; their
+// arguments add up. With scopes, the token attached is one for those scopes, obtained
 // with the connection's refresh token, instead of the connection's own. The
 // upstream URL is fixed (to and dynamic are not allowed), but for
 // {oauthconn.metadata.<name>} placeholders, which the connection's metadata
@@ -722,11 +723,18 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &s); err != nil {
 				return err
 			}
+			if s == "off" {
+				p.ReplayLimit = replayOff
+				break
+			}
 			n, err := humanize.ParseBytes(s)
 			if err != nil {
-				return d.Errf("replay_limit %q: %v", s, err)
+				return d.Errf("replay_limit %q: %v (a size such as 256KiB, or off)", s, err)
 			}
 			p.ReplayLimit = int64(n)
+			if n == 0 {
+				p.ReplayLimit = replayOff // not the JSON's 0, the default
+			}
 		case "allow_browsers":
 			origins := d.RemainingArgs()
 			if len(origins) == 0 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
@@ -193,5 +194,17 @@ func TestContractCaddyfile(t *testing.T) {
 	}
 	if err := load(string(b)); err != nil {
 		t.Fatalf("Caddyfile.example: %v", err)
+	}
+}
+
+// TestReplayLimitCaddyfile: replay_limit takes a size; 0 and off turn the
+// replay off (JSON -1), rather than meaning JSON's 0, the default.
+func TestReplayLimitCaddyfile(t *testing.T) {
+	for arg, want := range map[string]int64{"off": replayOff, "0": replayOff, "64KiB": 64 << 10, "1MB": 1000000} {
+		var h ProxyHandler
+		d := caddyfile.NewTestDispenser("oauthconn_proxy demo http://x {\n replay_limit " + arg + "\n}")
+		if err := h.UnmarshalCaddyfile(d); err != nil || h.ReplayLimit != want {
+			t.Errorf("replay_limit %s: %d, %v; want %d", arg, h.ReplayLimit, err, want)
+		}
 	}
 }

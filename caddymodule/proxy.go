@@ -55,9 +55,13 @@ type ProxyHandler struct {
 	// "/" (after handle_path) goes to the resource URL itself.
 	Upstream string `json:"upstream,omitempty"`
 
-	// ReplayLimit is the largest request body, in bytes, that is buffered
-	// so that the request can be sent again after a 401. Larger and
-	// streamed (unknown-length) bodies are never replayed. Default: 1 MiB.
+	// ReplayLimit is the largest request body, in bytes, of which a copy
+	// is kept so that the request can be sent again after a 401. Larger
+	// and streamed (unknown-length) bodies are never replayed: the app
+	// gets the upstream's 401 (the token is refreshed all the same) and
+	// sends the request again. The copy costs a memory copy of the body
+	// per request (BENCHMARKS.md shows its price); -1 turns it off, so
+	// that only requests without a body are replayed. Default (0): 1 MiB.
 	ReplayLimit int64 `json:"replay_limit,omitempty"`
 
 	// AllowBrowsers are the origins (such as https://app.example.com)
@@ -111,7 +115,10 @@ func (ProxyHandler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-const defaultReplayLimit = 1 << 20
+const (
+	defaultReplayLimit       = 1 << 20
+	replayOff          int64 = -1 // no body is kept for a replay
+)
 
 // Provision resolves the connector and sets up the reverse proxy to the
 // upstream. It does not contact the network.
@@ -129,8 +136,8 @@ func (h *ProxyHandler) Provision(ctx caddy.Context) error {
 	if h.ReplayLimit == 0 {
 		h.ReplayLimit = defaultReplayLimit
 	}
-	if h.ReplayLimit < 0 {
-		return fmt.Errorf("oauthconn_proxy %s: replay_limit must not be negative", h.Connector)
+	if h.ReplayLimit < replayOff {
+		return fmt.Errorf("oauthconn_proxy %s: replay_limit must be a size, or -1 (off)", h.Connector)
 	}
 	if h.browsers, err = newBrowserGate(h.AllowBrowsers); err != nil {
 		return fmt.Errorf("oauthconn_proxy %s: %w", h.Connector, err)
