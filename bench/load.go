@@ -38,39 +38,6 @@ func newClient(conns int) *http.Client {
 	}
 }
 
-// load sends requests from conc workers for d and records each latency.
-// A request counts as failed unless it answers 200.
-func load(c *http.Client, method, url string, body []byte, conc int, d time.Duration) result {
-	var mu sync.Mutex
-	res := result{}
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			fails := 0
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				if !do(c, method, url, body) {
-					fails++
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			res.latencies = append(res.latencies, lat...)
-			res.failures += fails
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	res.requests = len(res.latencies)
-	return res
-}
-
 // burst sends n requests at once, one per goroutine, and records each
 // latency.
 func burst(c *http.Client, urls []string, n int) result {

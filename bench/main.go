@@ -163,7 +163,7 @@ type overheadRow struct {
 	rounds []float64
 	p99s   []time.Duration
 	// oauthCPU and staticCPU are the proxy process's CPU time during
-	// each proxy's rounds.
+	// each proxy's turns.
 	oauthCPU, staticCPU time.Duration
 }
 
@@ -177,10 +177,10 @@ func (o overheadRow) cpuPerRequest() (oauth, static time.Duration) {
 }
 
 // ratio is the row's throughput ratio: the median of its rounds' ratios.
-// Each round runs both proxies back to back for a second, in alternating
-// order, so a round's ratio compares them under the same conditions; the
-// median leaves out the rounds in which the machine's other work (or its
-// host's) fell on one of the two.
+// In each round the two proxies take turns of pairSlot (loadPair), so a
+// round's ratio compares them under the same conditions; the median
+// leaves out the rounds in which the machine's other work (or its host's)
+// fell more on one of the two.
 func (o overheadRow) ratio() float64 {
 	if len(o.rounds) == 0 {
 		return o.oauth.throughput() / o.static.throughput()
@@ -386,6 +386,7 @@ func run(s settings, logw io.Writer) (*report, error) {
 	rows := []*overheadRow{
 		{name: "GET, small response", method: "GET", oauthURL: oauthGet, staticURL: staticGet},
 		{name: "POST, 64 KiB body", method: "POST", body: big, oauthURL: oauthGet, staticURL: staticGet},
+		{name: "POST, 64 KiB body, replay_limit off", method: "POST", body: big, oauthURL: p.url("/noreplay/items"), staticURL: staticGet},
 		{name: "GET, TLS upstream, HTTP/1.1", method: "GET", oauthURL: tlsBase(p.port+2, "h1"), staticURL: tlsBase(p.port+3, "h1")},
 		{name: "POST 64 KiB, TLS upstream, HTTP/1.1", method: "POST", body: big, oauthURL: tlsBase(p.port+2, "h1"), staticURL: tlsBase(p.port+3, "h1")},
 		{name: "GET, TLS upstream, default versions", method: "GET", oauthURL: tlsBase(p.port+2, "h2"), staticURL: tlsBase(p.port+3, "h2")},
@@ -406,47 +407,30 @@ func run(s settings, logw io.Writer) (*report, error) {
 	for round := range s.rounds {
 		fmt.Fprintf(logw, "overhead round %d\n", round+1)
 		for i, row := range rows {
-			method, body := row.method, row.body
-			var oauthRound, staticRound result
-			runOauth := func() {
-				v0, c0, t0 := w.vaultCalls.Load(), w.connCalls.Load(), time.Now()
-				if hotStart.IsZero() {
-					hotStart = t0
-				}
-				h1, h2 := w.upstreamProtos[1].Load(), w.upstreamProtos[2].Load()
-				var res result
-				cpu0 := processCPU(p.pid())
-				profile(fmt.Sprintf("oauthconn-%d-%s-round%d", i, method, round+1), func() {
-					res = load(c, method, row.oauthURL, body, s.concurrency, s.duration)
-				})
-				row.oauthCPU += processCPU(p.pid()) - cpu0
-				row.http1 += w.upstreamProtos[1].Load() - h1
-				row.http2 += w.upstreamProtos[2].Load() - h2
-				vaultDuring += w.vaultCalls.Load() - v0
-				connDuring += w.connCalls.Load() - c0
-				r.hotTime += time.Since(t0)
-				r.hotSpan = time.Since(hotStart)
-				oauthRequests += res.requests
-				row.oauth = merge(row.oauth, res)
-				oauthRound = res
+			v0, c0, t0 := w.vaultCalls.Load(), w.connCalls.Load(), time.Now()
+			if hotStart.IsZero() {
+				hotStart = t0
 			}
-			runStatic := func() {
-				cpu0 := processCPU(p.pid())
-				profile(fmt.Sprintf("static-%d-%s-round%d", i, method, round+1), func() {
-					staticRound = load(c, method, row.staticURL, body, s.concurrency, s.duration)
-				})
-				row.staticCPU += processCPU(p.pid()) - cpu0
-				row.static = merge(row.static, staticRound)
-			}
-			if round%2 == 0 {
-				runOauth()
-				runStatic()
-			} else {
-				runStatic()
-				runOauth()
-			}
-			row.rounds = append(row.rounds, oauthRound.throughput()/staticRound.throughput())
-			row.p99s = append(row.p99s, oauthRound.percentile(0.99)-staticRound.percentile(0.99))
+			h1, h2 := w.upstreamProtos[1].Load(), w.upstreamProtos[2].Load()
+			var run pairRun
+			profile(fmt.Sprintf("pair-%d-%s-round%d", i, row.method, round+1), func() {
+				// Each side has the first slot in every other round.
+				run = loadPair(c, row.method, row.oauthURL, row.staticURL, row.body, s.concurrency, 2*s.duration, round%2 == 0,
+					func() time.Duration { return processCPU(p.pid()) })
+			})
+			row.oauthCPU += run.cpuA
+			row.staticCPU += run.cpuB
+			row.http1 += w.upstreamProtos[1].Load() - h1
+			row.http2 += w.upstreamProtos[2].Load() - h2
+			vaultDuring += w.vaultCalls.Load() - v0
+			connDuring += w.connCalls.Load() - c0
+			r.hotTime += run.a.elapsed
+			r.hotSpan = time.Since(hotStart)
+			oauthRequests += run.a.requests
+			row.oauth = merge(row.oauth, run.a)
+			row.static = merge(row.static, run.b)
+			row.rounds = append(row.rounds, run.a.throughput()/run.b.throughput())
+			row.p99s = append(row.p99s, run.a.percentile(0.99)-run.b.percentile(0.99))
 		}
 	}
 	for _, row := range rows {
@@ -565,8 +549,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float
 func (r *report) markdown(out io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	p("Machine: %s. Load generator, upstream, Vault, Hydra and the proxy share it.", r.machine)
-	p("Settings: %d alternating rounds of %s per measurement, %d concurrent clients; storms of %d requests.",
-		r.settings.rounds, r.settings.duration, r.settings.concurrency, r.settings.storm)
+	p("Settings: %d rounds per measurement, in each of which the two proxies have %s in turns of %s, %d concurrent clients; storms of %d requests.",
+		r.settings.rounds, r.settings.duration, pairSlot, r.settings.concurrency, r.settings.storm)
 	p("Sections 1 and 2: %s.", r.pinned)
 	if sameProxy {
 		p("**A/A run: both sides of section 1 are reverse_proxy; its differences are the method's noise.**")

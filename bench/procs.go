@@ -44,13 +44,20 @@ http://localhost:{$PORT} {
 	handle_path /demo/* {
 		oauthconn_proxy demo http://{$UPSTREAM}
 	}
+	# No copy of request bodies for a replay after a 401: what the copy
+	# costs a POST.
+	handle_path /noreplay/* {
+		oauthconn_proxy demo http://{$UPSTREAM} {
+			replay_limit off
+		}
+	}
 }
 
 http://localhost:{$STATIC_PORT} {
 	handle_path /demo/* {
 		reverse_proxy {$UPSTREAM} {
 			header_up Host {$UPSTREAM}
-			header_up Authorization "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
+			header_up Authorization "{$STATIC_AUTHORIZATION}"
 		}
 	}
 }
@@ -80,7 +87,7 @@ http://localhost:{$TLS_STATIC_PORT} {
 	handle_path /h1/* {
 		reverse_proxy https://{$TLS_UPSTREAM} {
 			header_up Host {$TLS_UPSTREAM}
-			header_up Authorization "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
+			header_up Authorization "{$STATIC_AUTHORIZATION}"
 			transport http {
 				tls_trust_pool file {$TLS_CA}
 				versions 1.1
@@ -90,7 +97,7 @@ http://localhost:{$TLS_STATIC_PORT} {
 	handle_path /h2/* {
 		reverse_proxy https://{$TLS_UPSTREAM} {
 			header_up Host {$TLS_UPSTREAM}
-			header_up Authorization "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
+			header_up Authorization "{$STATIC_AUTHORIZATION}"
 			transport http {
 				tls_trust_pool file {$TLS_CA}
 			}
@@ -98,6 +105,11 @@ http://localhost:{$TLS_STATIC_PORT} {
 	}
 }
 `
+
+// staticAuthorization is what the plain reverse_proxy sends upstream: as
+// long as the Authorization oauthconn_proxy sends with Hydra's tokens, and
+// what tells the upstream which of the two a request came from.
+const staticAuthorization = "Bearer ory_at_static-token-of-the-same-length-as-hydra-tokens.0123456789abcdefghijklmnopqrstu"
 
 // proc is one caddy-oauthconn process.
 type proc struct {
@@ -124,7 +136,7 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 // port+2 and port+3 for the pair with the https upstream).
 func startProc(w *world, port int) (*proc, error) {
 	return launch(w, "proc-", benchCaddyfile, port, "/oauth/connectors", func(status int) bool { return status == http.StatusOK },
-		"ADMIN="+w.admin(port), fmt.Sprintf("STATIC_PORT=%d", port+1),
+		"ADMIN="+w.admin(port), fmt.Sprintf("STATIC_PORT=%d", port+1), "STATIC_AUTHORIZATION="+staticAuthorization,
 		fmt.Sprintf("TLS_PORT=%d", port+2), fmt.Sprintf("TLS_STATIC_PORT=%d", port+3), "TLS_UPSTREAM="+w.tlsUpstream, "TLS_CA="+w.tlsCA,
 		"BENCH_VAULT="+w.vaultURL, "AS_TOKEN_URL="+w.tokenURL+"/oauth2/token")
 }

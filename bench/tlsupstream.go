@@ -19,8 +19,9 @@ import (
 
 // tlsUpstream serves h on loopback over TLS, offering HTTP/2 and HTTP/1.1
 // (ALPN), with a self-signed certificate written as PEM to dir/ca.pem for
-// the proxies' transports to trust. protos counts the requests by the
-// protocol they arrived with.
+// the proxies' transports to trust. protos counts oauthconn_proxy's
+// requests (those without staticAuthorization) by the protocol they arrived
+// with.
 func tlsUpstream(dir string, h http.Handler, protos *[3]atomic.Int64) (addr, caFile string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -47,7 +48,9 @@ func tlsUpstream(dir string, h http.Handler, protos *[3]atomic.Int64) (addr, caF
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			protos[min(r.ProtoMajor, 2)].Add(1)
+			if r.Header.Get("Authorization") != staticAuthorization {
+				protos[min(r.ProtoMajor, 2)].Add(1)
+			}
 			h.ServeHTTP(w, r)
 		}),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
