@@ -339,7 +339,9 @@ type seen struct {
 // 200 and permissive CORS headers of its own; /hints first sends a 103
 // Early Hints with headers that the final response does not have;
 // /trailers answers with an announced and an unannounced trailer;
-// /first-token-refused answers 401 to the first access token issued.
+// /first-token-refused answers 401 to the first access token issued;
+// /teapot answers 418; /socket switches protocols (a WebSocket's
+// handshake) and echoes what it then reads.
 type fakeUpstream struct {
 	*httptest.Server
 	mu   sync.Mutex
@@ -366,6 +368,14 @@ func newFakeUpstream(t testing.TB) *fakeUpstream {
 			io.WriteString(w, `{"error":"from the upstream"}`)
 			return
 		}
+		if r.URL.Path == "/teapot" {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		if r.URL.Path == "/socket" && r.Header.Get("Upgrade") == "websocket" {
+			echoSocket(w)
+			return
+		}
 		if r.URL.Path == "/trailers" {
 			h.Set("Trailer", "X-Checksum")
 			io.WriteString(w, "body")
@@ -382,6 +392,28 @@ func newFakeUpstream(t testing.TB) *fakeUpstream {
 	}))
 	t.Cleanup(up.Close)
 	return up
+}
+
+// echoSocket answers a protocol switch and echoes the new protocol's
+// bytes until the other side closes.
+func echoSocket(w http.ResponseWriter) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	io.WriteString(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	rw.Flush()
+	buf := make([]byte, 512)
+	for {
+		n, err := rw.Read(buf)
+		if n > 0 {
+			conn.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // calls returns how many requests the upstream has received.
