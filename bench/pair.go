@@ -10,8 +10,8 @@ import (
 // pairSlot is how long each side of a paired run has the clients before
 // the other side gets them. The machine's speed changes from one second to
 // the next (a neighbour on the host, the other CPU's work): slots this
-// short put both sides in the same conditions, and long enough that the
-// few requests in flight when a slot ends (their latency is a few
+// short put both sides in the same conditions, yet are long enough that
+// the few requests in flight when a slot ends (their latency is a few
 // milliseconds) are a small part of it.
 const pairSlot = 100 * time.Millisecond
 
@@ -27,8 +27,8 @@ type pairRun struct {
 // the first slot. A request belongs to the side whose slot it started in;
 // each side's elapsed time is the sum of its slots. cpu, if not nil, is
 // read at each change of slot, and its increase goes to the slot's side.
-// This is load's comparison of two proxies, with both under the same
-// conditions.
+// Unlike a run of each proxy on its own, both meet the machine's same
+// moments.
 func loadPair(c *http.Client, method, urlA, urlB string, body []byte, conc int, d time.Duration, aFirst bool, cpu func() time.Duration) pairRun {
 	var side atomic.Bool // true: b's slot
 	side.Store(!aFirst)

@@ -686,13 +686,13 @@ func parseProxy(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //
 // replay_limit 0 is off, as in JSON -1: no request body is kept for a
 // replay. allow_browsers, pass_cookies and scopes may be repeated; their
-// arguments add up. With scopes, the token attached is one for those scopes, obtained
-// with the connection's refresh token, instead of the connection's own. The
-// upstream URL is fixed (to and dynamic are not allowed), but for
-// {oauthconn.metadata.<name>} placeholders, which the connection's metadata
-// fills in on each request (also in header_up values), confined to the
-// connector's allowed_hosts; a connector with a resource may omit it, the
-// resource URL being the upstream. Use it inside
+// arguments add up. With scopes, the token attached is one for those
+// scopes, obtained with the connection's refresh token, instead of the
+// connection's own. The upstream URL is fixed (to and dynamic are not
+// allowed), but for {oauthconn.metadata.<name>} placeholders, which the
+// connection's metadata fills in on each request (also in header_up
+// values), confined to the connector's allowed_hosts; a connector with a
+// resource may omit it, the resource URL being the upstream. Use it inside
 // handle_path so the app's paths map onto the API's, for example
 // handle_path /graph/* { oauthconn_proxy sharepoint https://graph.microsoft.com }.
 func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
