@@ -689,3 +689,57 @@ func TestRenewUnderStoreFaults(t *testing.T) {
 		}
 	})
 }
+
+// Renew racing another replica's refresh: the replica holds the lease and
+// its refresh is at the provider when Renew writes the person's new token
+// set. The connection survives both: it stays of its generation, the
+// replica's request gets a token, and afterwards both replicas attach a
+// token the provider issued (the renewed set or the refresh's) without
+// asking for authorization.
+func TestRenewWhileAnotherReplicaRefreshes(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	a := NewKeeper(Options{Store: fs, Now: clk.Now})
+	b := NewKeeper(Options{Store: fs, Now: clk.Now})
+	first, err := a.Save(ctx, demo, &oauth2.Token{AccessToken: "at-0", RefreshToken: "rt-0", Expiry: clk.Now().Add(-time.Minute)}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := &heldRefresher{now: clk.Now, release: make(chan struct{})}
+	type answer struct {
+		tok Token
+		err error
+	}
+	done := make(chan answer)
+	go func() {
+		tok, err := a.Token(ctx, demo, held, policy)
+		done <- answer{tok, err}
+	}()
+	for held.inFlight() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	renewed, err := b.Renew(ctx, demo, &oauth2.Token{AccessToken: "at-obo", RefreshToken: "rt-obo", Expiry: clk.Now().Add(time.Hour)}, "alice")
+	if err != nil || renewed.Generation != first.Generation {
+		t.Fatalf("Renew during the refresh: generation %q (want %q), %v", renewed.Generation, first.Generation, err)
+	}
+	close(held.release)
+	got := <-done
+	if got.err != nil || (got.tok.AccessToken != "at-obo" && got.tok.AccessToken != "at-new-1") {
+		t.Fatalf("the refreshing replica's request: %q, %v; want at-obo or at-new-1", got.tok.AccessToken, got.err)
+	}
+	d := stored(t, fs, demo)
+	if d["generation"] != first.Generation || (d["refresh_token"] != "rt-obo" && d["refresh_token"] != "rt-new-1") {
+		t.Fatalf("the store holds %q of generation %q; want rt-obo or rt-new-1 of %q", d["refresh_token"], d["generation"], first.Generation)
+	}
+	clk.Add(2 * time.Minute) // past any backoff, within the new tokens' hour
+	for name, k := range map[string]*Keeper{"refreshing replica": a, "renewing replica": b} {
+		tok, err := k.Token(ctx, demo, held, policy)
+		if err != nil || (tok.AccessToken != "at-obo" && tok.AccessToken != "at-new-1") {
+			t.Errorf("%s afterwards: %q, %v; want at-obo or at-new-1", name, tok.AccessToken, err)
+		}
+	}
+	if n := held.n.Load(); n != 1 {
+		t.Errorf("%d refreshes at the provider; want 1", n)
+	}
+}
