@@ -8,7 +8,7 @@ import (
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/redact"
 )
 
-// Tokens are secrets: printed with fmt (any verb) or logged with zap, a
+// Tokens are secrets: printed with fmt (any verb but %p) or logged with zap, a
 // Token or an Access says whether each is set, never what it is, so that a
 // stray %v in an error or a log line leaks nothing.
 

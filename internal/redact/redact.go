@@ -1,9 +1,12 @@
 // Package redact prints and logs values that hold secrets without them. A
-// type with secret fields implements fmt.Formatter and, where it may be
-// logged, zapcore.ObjectMarshaler with Format and Object, naming the
-// fields to hide: its other fields show as they are, so that a field added
-// later is visible without being listed, and a secret shows only whether
-// it is set.
+// type with secret fields implements fmt.Formatter and
+// zapcore.ObjectMarshaler with Format and Object, naming the fields to
+// hide: its other fields show as they are, so that a field added later is
+// visible without being listed, and a secret shows only whether it is set.
+//
+// fmt calls neither for %p (it prints the value without its methods), nor
+// for a value in another struct's unexported field: such a container needs
+// a Format of its own before it is printed.
 package redact
 
 import (
@@ -17,9 +20,10 @@ import (
 // Marker is what shows in place of a secret that is set.
 const Marker = "<redacted>"
 
-// Format writes v, a struct, to f for any verb as %+v would (its type's
-// name first), with the fields named in secret shown as Marker, or as
-// <empty> when empty. Unexported fields are left out.
+// Format writes v, a struct, to f as Type{Field:value …} for every verb
+// (but %T and %p, which fmt answers itself), with the fields named in
+// secret shown as Marker, or as <empty> when empty. Unexported fields are
+// left out.
 func Format(f fmt.State, v any, secret ...string) {
 	rv := reflect.ValueOf(v)
 	fmt.Fprintf(f, "%s{", rv.Type())
@@ -40,6 +44,8 @@ func Object(enc zapcore.ObjectEncoder, v any, secret ...string) error {
 	return nil
 }
 
+// fields calls add with each exported field of the struct rv, by name, as
+// Format shows it.
 func fields(rv reflect.Value, secret []string, add func(name, value string)) {
 	t := rv.Type()
 	for i := range t.NumField() {

@@ -1,11 +1,17 @@
 package redact_test
 
 import (
+	"bytes"
+	"context"
+	"crypto"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/connector"
 	"github.com/caddy-oauthconn/caddy-oauthconn/discovery"
@@ -14,7 +20,8 @@ import (
 )
 
 // TestNoSecretPrinted: every type that holds a secret, printed with any
-// verb, directly, by pointer or inside another value, shows none of its
+// verb but %p (which fmt answers without the type's methods), directly, by
+// pointer or inside another value, or logged with zap, shows none of its
 // secrets, says which are set, and shows its other fields.
 func TestNoSecretPrinted(t *testing.T) {
 	tok := tokens.Token{AccessToken: "secret-at", RefreshToken: "secret-rt", TokenType: "Bearer", Generation: "g1"}
@@ -26,7 +33,7 @@ func TestNoSecretPrinted(t *testing.T) {
 		{tokens.AccessOf(tok), "Metadata:map[]"},
 		{flow.Flow{Connector: "demo", Verifier: "secret-verifier", CreatedAt: time.Unix(0, 0).UTC()}, "Connector:demo"},
 		{flow.Started{State: "secret-state", Binding: "secret-binding", Verifier: "secret-v", ID: "abc"}, "ID:abc"},
-		{connector.Config{Name: "demo", ClientID: "app", ClientSecret: "secret-cs", TokenHeaders: map[string]string{"X-Api-Key": "secret-key"}}, "ClientID:app"},
+		{connector.Config{Name: "demo", ClientID: "app", ClientSecret: "secret-cs", TokenHeaders: map[string]string{"X-Api-Key": "secret-key"}, ClientKeySigner: secretSigner{"secret-key-material"}}, "ClientID:app"},
 		{discovery.Client{ID: "app", Secret: "secret-s", RegistrationAccessToken: "secret-rat"}, "ID:app"},
 	}
 	for _, c := range values {
@@ -40,6 +47,12 @@ func TestNoSecretPrinted(t *testing.T) {
 				}
 			}
 		}
+		var logged bytes.Buffer
+		core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logged), zap.DebugLevel)
+		zap.New(core).Info("value", zap.Any("v", c.v), zap.Any("ptr", ptr.Interface()))
+		if strings.Contains(logged.String(), "secret") || !strings.Contains(logged.String(), "<redacted>") {
+			t.Errorf("%s logged: %s", name, logged.String())
+		}
 		out := fmt.Sprint(c.v)
 		if !strings.Contains(out, c.want) || !strings.Contains(out, "<redacted>") {
 			t.Errorf("%s prints as %s; want %s and <redacted>", name, out, c.want)
@@ -48,4 +61,13 @@ func TestNoSecretPrinted(t *testing.T) {
 	if out := fmt.Sprint(flow.Started{ID: "abc"}); !strings.Contains(out, "State:<empty>") {
 		t.Errorf("a Started without state prints as %s", out)
 	}
+}
+
+// secretSigner stands for a key kept elsewhere: its state is not the
+// Config's to print.
+type secretSigner struct{ key string }
+
+func (secretSigner) Public(context.Context) (crypto.PublicKey, error) { return nil, nil }
+func (secretSigner) Sign(context.Context, crypto.PublicKey, string, []byte) ([]byte, error) {
+	return nil, nil
 }
