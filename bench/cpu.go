@@ -10,8 +10,8 @@ import (
 
 // processCPU returns the CPU time pid's threads have run so far, to the
 // nanosecond (the first field of each /proc/<pid>/task/<tid>/schedstat),
-// or 0 where the kernel does not say. Read before and after a round, it
-// is the proxy's own CPU per request, which the load generator's
+// or 0 where the kernel does not say. Read at each turn of a paired run,
+// it gives each proxy's own CPU per request, which the load generator's
 // scheduling does not blur as it does throughput.
 func processCPU(pid int) time.Duration {
 	tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "schedstat"))

@@ -74,8 +74,9 @@ func (w *world) admin(port int) string {
 	return "off"
 }
 
-// profile captures a CPU profile of the first process while f runs.
-func profile(name string, f func()) {
+// profile captures a CPU profile of the first process over the d that f
+// runs for (a paired run: both proxies' turns in one profile).
+func profile(name string, d time.Duration, f func()) {
 	if profileDir == "" {
 		f()
 		return
@@ -83,7 +84,7 @@ func profile(name string, f func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get("http://localhost:2999/debug/pprof/profile?seconds=1")
+		resp, err := http.Get(fmt.Sprintf("http://localhost:2999/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))))
 		if err != nil {
 			return
 		}
@@ -413,7 +414,7 @@ func run(s settings, logw io.Writer) (*report, error) {
 			}
 			h1, h2 := w.upstreamProtos[1].Load(), w.upstreamProtos[2].Load()
 			var run pairRun
-			profile(fmt.Sprintf("pair-%d-%s-round%d", i, row.method, round+1), func() {
+			profile(fmt.Sprintf("pair-%d-%s-round%d", i, row.method, round+1), 2*s.duration, func() {
 				// Each side has the first slot in every other round.
 				run = loadPair(c, row.method, row.oauthURL, row.staticURL, row.body, s.concurrency, 2*s.duration, round%2 == 0,
 					func() time.Duration { return processCPU(p.pid()) })

@@ -23,7 +23,8 @@ type pairRun struct {
 }
 
 // loadPair sends requests from conc workers to urlA and urlB in turns of
-// pairSlot, for d in all (half of it each), aFirst saying which side has
+// pairSlot, for d in all (half of it each: d is rounded to an even number
+// of turns, at least 2), aFirst saying which side has
 // the first slot. A request belongs to the side whose slot it started in;
 // each side's elapsed time is the sum of its slots. cpu, if not nil, is
 // read at each change of slot, and its increase goes to the slot's side.
@@ -72,7 +73,7 @@ func loadPair(c *http.Client, method, urlA, urlB string, body []byte, conc int, 
 	// late timer does not lengthen the run.
 	start := time.Now()
 	last, cpu0 := start, readCPU(cpu)
-	slots := int(d / pairSlot)
+	slots := max(2, int(d/pairSlot)/2*2)
 	for i := 1; i <= slots; i++ {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * pairSlot)))
 		onB := side.Load()

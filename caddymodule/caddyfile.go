@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -725,15 +726,18 @@ func (p *ProxyHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if s == "off" {
 				p.ReplayLimit = replayOff
-				break
-			}
-			n, err := humanize.ParseBytes(s)
-			if err != nil {
-				return d.Errf("replay_limit %q: %v (a size such as 256KiB, or off)", s, err)
-			}
-			p.ReplayLimit = int64(n)
-			if n == 0 {
-				p.ReplayLimit = replayOff // not the JSON's 0, the default
+			} else {
+				n, err := humanize.ParseBytes(s)
+				switch {
+				case err != nil:
+					return d.Errf("replay_limit %q: %v (a size such as 256KiB, or off)", s, err)
+				case n > math.MaxInt64:
+					return d.Errf("replay_limit %q is too large", s)
+				case n == 0:
+					p.ReplayLimit = replayOff // not the JSON's 0, the default
+				default:
+					p.ReplayLimit = int64(n)
+				}
 			}
 		case "allow_browsers":
 			origins := d.RemainingArgs()

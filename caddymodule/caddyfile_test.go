@@ -89,6 +89,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"registration mode", global("connector mcp {\nresource https://mcp.example.com/mcp\nregistration magic\n}"), `registration must be dynamic, metadata_document or static, got "magic"`},
 		{"proxy to", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\tto http://y\n\t}\n}\n", "to is not allowed"},
 		{"proxy replay_limit", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\treplay_limit lots\n\t}\n}\n", `replay_limit "lots"`},
+		{"proxy replay_limit too large", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\treplay_limit 9EiB\n\t}\n}\n", `replay_limit "9EiB" is too large`},
 		{"allow_browsers without origins", "http://localhost:8080 {\n\toauthconn_proxy demo http://x {\n\t\tallow_browsers\n\t}\n}\n", "allow_browsers takes one or more origins"},
 		{"rate_limit arity", global("rate_limit 10"), "rate_limit takes <requests> <window>"},
 		{"rate_limit requests", global("rate_limit many 1m"), `rate_limit: requests "many"`},

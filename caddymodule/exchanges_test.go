@@ -57,7 +57,8 @@ func TestExchangeRecycling(t *testing.T) {
 func TestConcurrentExchanges(t *testing.T) {
 	s := startServer(t, testOptions{proxy: "@teapot status 418\n\t\t\thandle_response @teapot {\n\t\t\t\trespond \"handled\" 200\n\t\t\t}"})
 	s.connect(t, newClient())
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
