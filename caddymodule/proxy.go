@@ -60,8 +60,9 @@ type ProxyHandler struct {
 	// and streamed (unknown-length) bodies are never replayed: the app
 	// gets the upstream's 401 (the token is refreshed all the same) and
 	// sends the request again. The copy costs a memory copy of the body
-	// per request (BENCHMARKS.md shows its price); -1 turns it off, so
-	// that only requests without a body are replayed. Default (0): 1 MiB.
+	// per request (BENCHMARKS.md measures a POST with and without it); -1
+	// turns it off, so that only requests without a body are replayed.
+	// Default (0): 1 MiB.
 	ReplayLimit int64 `json:"replay_limit,omitempty"`
 
 	// AllowBrowsers are the origins (such as https://app.example.com)
