@@ -272,6 +272,18 @@ func (w *faultWorld) replicaEnv(publicPort int) []string {
 	}
 }
 
+// connectedReplicas starts two replicas of the binary, A and B, sharing the
+// world's Vault store with the connector options opts, and connects the
+// connection through A.
+func (w *faultWorld) connectedReplicas(t *testing.T, opts string) (a, b *process) {
+	t.Helper()
+	env := w.replicaEnv(portA)
+	a = startBinary(t, portA, w.vaultStore(), opts, env, "")
+	b = startBinary(t, portB, w.vaultStore(), opts, env, "")
+	connect(t, &sidecar{base: a.url()}, newBrowser())
+	return a, b
+}
+
 // process is a replica started by startBinary.
 type process struct {
 	*replica

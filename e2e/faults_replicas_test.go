@@ -20,10 +20,7 @@ import (
 // afterwards with the token Vault holds.
 func TestFaultSlowTokenRequestTwoReplicas(t *testing.T) {
 	w := newFaultWorld(t, fmt.Sprintf("http://localhost:%d/oauth/callback", portA), 0) // 6 s tokens
-	env := w.replicaEnv(portA)
-	a := startBinary(t, portA, w.vaultStore(), "max_wait 3s", env, "")
-	b := startBinary(t, portB, w.vaultStore(), "max_wait 3s", env, "")
-	connect(t, &sidecar{base: a.url()}, newBrowser())
+	a, b := w.connectedReplicas(t, "max_wait 3s")
 	urls := []string{a.url() + "/demo/items", b.url() + "/demo/items"}
 
 	const slow = 33 * time.Second
@@ -59,11 +56,7 @@ func TestFaultSlowTokenRequestTwoReplicas(t *testing.T) {
 func TestFaultDisconnectReachesOtherReplica(t *testing.T) {
 	// Tokens of 3 minutes: B would otherwise use its cached one for two.
 	w := newFaultWorld(t, fmt.Sprintf("http://localhost:%d/oauth/callback", portA), 3*time.Minute)
-	env := w.replicaEnv(portA)
-	opts := "max_wait 3s\nrevalidate_interval 2s"
-	a := startBinary(t, portA, w.vaultStore(), opts, env, "")
-	b := startBinary(t, portB, w.vaultStore(), opts, env, "")
-	connect(t, &sidecar{base: a.url()}, newBrowser())
+	a, b := w.connectedReplicas(t, "max_wait 3s\nrevalidate_interval 2s")
 	old, _ := w.stored(t)["access_token"].(string)
 	bURL := b.url() + "/demo/items"
 	if o := get(http.DefaultClient, bURL); o.status != http.StatusOK || w.up.last(t).Authorization != "Bearer "+old {
@@ -106,5 +99,76 @@ func TestFaultDisconnectReachesOtherReplica(t *testing.T) {
 	}
 	if n, ex := failing(outs, func(o outcome) bool { return o.sent.After(deadline) && o.code != "authorization_required" }); n > 0 {
 		t.Errorf("%d requests to B after the deadline were not told to authorize (%s), e.g.\n\t%s", n, summary(outs), ex)
+	}
+}
+
+// TestFaultReconnectWhileAnotherReplicaRefreshes proves that a person's
+// reconnect survives a refresh of the grant it replaced: replica B's
+// refresh of the first grant is held at the token endpoint while the
+// person connects again through replica A (a new grant, a new
+// generation); then Hydra answers B's refresh. B's write of that token set
+// loses Vault's check-and-set and must be discarded: Vault keeps the
+// reconnected grant, both replicas attach its access token, and nobody is
+// asked to authorize a third time.
+func TestFaultReconnectWhileAnotherReplicaRefreshes(t *testing.T) {
+	w := newFaultWorld(t, fmt.Sprintf("http://localhost:%d/oauth/callback", portA), 0) // 6 s tokens
+	a, b := w.connectedReplicas(t, "max_wait 3s")
+	first, _ := w.stored(t)["generation"].(string)
+
+	// B refreshes the first grant once its token is due; the refresh
+	// waits at the token endpoint until released.
+	w.tok.Set(faultproxy.Fault{Match: faultproxy.Grant("refresh_token"), Hang: true, Times: 1})
+	if !waitUntil(20*time.Second, func() bool {
+		get(http.DefaultClient, b.url()+"/demo/items")
+		time.Sleep(100 * time.Millisecond)
+		return w.tok.InFlight("refresh_token") > 0
+	}) {
+		t.Fatalf("replica B started no refresh; %s", w.tokenReport())
+	}
+
+	// The reconnected grant's tokens outlive the test: no refresh of it
+	// blurs what Vault must hold.
+	if err := w.h.SetAccessTokenLifespan(w.c, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, &sidecar{base: a.url()}, newBrowser())
+	rec := w.stored(t)
+	gen, _ := rec["generation"].(string)
+	rt, _ := rec["refresh_token"].(string)
+	at, _ := rec["access_token"].(string)
+	if gen == "" || gen == first || rt == "" || rt != w.tok.LastIssued() {
+		t.Fatalf("after the reconnect Vault holds generation %q (first %q), and not the refresh token the provider just issued (%t)",
+			gen, first, rt == w.tok.LastIssued())
+	}
+
+	// Hydra now answers B's refresh of the first grant.
+	w.tok.Release()
+	if !waitUntil(20*time.Second, func() bool {
+		return w.tok.InFlight("refresh_token") == 0 && w.tok.Succeeded("refresh_token") == 1
+	}) {
+		t.Fatalf("B's held refresh did not complete; %s", w.tokenReport())
+	}
+	if w.tok.LastIssued() == rt {
+		t.Fatal("B's refresh was not answered with a new token set")
+	}
+	// B has its answer; its write (or its wrong overwrite) follows at once.
+	time.Sleep(waitSlack)
+	rec = w.stored(t)
+	if g, _ := rec["generation"].(string); g != gen || rec["refresh_token"] != rt {
+		t.Fatalf("Vault no longer holds the reconnected grant: generation %q (want %q), its refresh token kept: %t",
+			g, gen, rec["refresh_token"] == rt)
+	}
+	for name, p := range map[string]*process{"A": a, "B": b} {
+		if o := get(http.DefaultClient, p.url()+"/demo/items"); o.status != http.StatusOK {
+			t.Errorf("replica %s afterwards: %v", name, o)
+		} else if w.up.last(t).Authorization != "Bearer "+at {
+			t.Errorf("replica %s afterwards attached another token than the reconnected grant's", name)
+		}
+	}
+	if w.tok.RedeemedTwice() != 0 || w.tok.ConcurrentRedemptions() != 0 || w.tok.Count("refresh_token") != 1 {
+		t.Errorf("want 1 refresh, none redeemed twice; %s", w.tokenReport())
+	}
+	if n := w.tok.Count("authorization_code"); n != 2 {
+		t.Errorf("%d authorizations, want 2 (the connect and the reconnect)", n)
 	}
 }
