@@ -284,6 +284,53 @@ func (w *faultWorld) connectedReplicas(t *testing.T, opts string) (a, b *process
 	return a, b
 }
 
+// holdRefresh holds the next refresh request at the token endpoint, and
+// sends requests to replica p until p's refresh of the connection (due
+// once its 6 s token is) is held there.
+func (w *faultWorld) holdRefresh(t *testing.T, p *process) {
+	t.Helper()
+	w.tok.Set(faultproxy.Fault{Match: faultproxy.Grant("refresh_token"), Hang: true, Times: 1})
+	if !waitUntil(20*time.Second, func() bool {
+		get(http.DefaultClient, p.url()+"/demo/items")
+		time.Sleep(100 * time.Millisecond)
+		return w.tok.InFlight("refresh_token") > 0
+	}) {
+		t.Fatalf("the replica started no refresh; %s", w.tokenReport())
+	}
+}
+
+// releaseRefresh lets the held refresh reach the token endpoint, checks
+// that it was answered with a new token set, and gives the replica that
+// sent it the time to write (or discard) that set.
+func (w *faultWorld) releaseRefresh(t *testing.T) {
+	t.Helper()
+	before := w.tok.LastIssued()
+	w.tok.Release()
+	if !waitUntil(20*time.Second, func() bool {
+		return w.tok.InFlight("refresh_token") == 0 && w.tok.Succeeded("refresh_token") == 1
+	}) {
+		t.Fatalf("the held refresh did not complete; %s", w.tokenReport())
+	}
+	if w.tok.LastIssued() == before {
+		t.Fatal("the held refresh was not answered with a new token set")
+	}
+	time.Sleep(waitSlack) // the write follows the answer at once
+}
+
+// disconnectVia disconnects the connection through p's connect routes.
+func disconnectVia(t *testing.T, p *process) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, p.url()+"/oauth/connectors/demo", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
+		t.Fatalf("disconnect: %d", resp.StatusCode)
+	}
+}
+
 // process is a replica started by startBinary.
 type process struct {
 	*replica

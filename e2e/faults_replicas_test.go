@@ -72,15 +72,7 @@ func TestFaultDisconnectReachesOtherReplica(t *testing.T) {
 		return n
 	}
 
-	req, _ := http.NewRequest(http.MethodDelete, a.url()+"/oauth/connectors/demo", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
-		t.Fatalf("disconnect on A: %d", resp.StatusCode)
-	}
+	disconnectVia(t, a)
 	deadline := time.Now().Add(2*time.Second + time.Second) // revalidate_interval + a round trip
 	var outs []outcome
 	poll := func(until time.Time) {
@@ -115,16 +107,7 @@ func TestFaultReconnectWhileAnotherReplicaRefreshes(t *testing.T) {
 	a, b := w.connectedReplicas(t, "max_wait 3s")
 	first, _ := w.stored(t)["generation"].(string)
 
-	// B refreshes the first grant once its token is due; the refresh
-	// waits at the token endpoint until released.
-	w.tok.Set(faultproxy.Fault{Match: faultproxy.Grant("refresh_token"), Hang: true, Times: 1})
-	if !waitUntil(20*time.Second, func() bool {
-		get(http.DefaultClient, b.url()+"/demo/items")
-		time.Sleep(100 * time.Millisecond)
-		return w.tok.InFlight("refresh_token") > 0
-	}) {
-		t.Fatalf("replica B started no refresh; %s", w.tokenReport())
-	}
+	w.holdRefresh(t, b) // B's refresh of the first grant
 
 	// The reconnected grant's tokens outlive the test: no refresh of it
 	// blurs what Vault must hold.
@@ -142,17 +125,7 @@ func TestFaultReconnectWhileAnotherReplicaRefreshes(t *testing.T) {
 	}
 
 	// Hydra now answers B's refresh of the first grant.
-	w.tok.Release()
-	if !waitUntil(20*time.Second, func() bool {
-		return w.tok.InFlight("refresh_token") == 0 && w.tok.Succeeded("refresh_token") == 1
-	}) {
-		t.Fatalf("B's held refresh did not complete; %s", w.tokenReport())
-	}
-	if w.tok.LastIssued() == rt {
-		t.Fatal("B's refresh was not answered with a new token set")
-	}
-	// B has its answer; its write (or its wrong overwrite) follows at once.
-	time.Sleep(waitSlack)
+	w.releaseRefresh(t)
 	rec = w.stored(t)
 	if g, _ := rec["generation"].(string); g != gen || rec["refresh_token"] != rt {
 		t.Fatalf("Vault no longer holds the reconnected grant: generation %q (want %q), its refresh token kept: %t",
@@ -170,5 +143,38 @@ func TestFaultReconnectWhileAnotherReplicaRefreshes(t *testing.T) {
 	}
 	if n := w.tok.Count("authorization_code"); n != 2 {
 		t.Errorf("%d authorizations, want 2 (the connect and the reconnect)", n)
+	}
+}
+
+// TestFaultDisconnectWhileAnotherReplicaRefreshes proves that a disconnect
+// cannot be undone by a refresh that was already under way: replica B's
+// refresh waits at the token endpoint while the connection is disconnected
+// through replica A; then Hydra answers it with a new token set (the test
+// provider has no revocation URL, so the grant is still alive there). B
+// must discard that set: Vault keeps the tombstone, holding no token, and
+// both replicas answer authorization_required without sending anything
+// upstream.
+func TestFaultDisconnectWhileAnotherReplicaRefreshes(t *testing.T) {
+	w := newFaultWorld(t, fmt.Sprintf("http://localhost:%d/oauth/callback", portA), 0) // 6 s tokens
+	a, b := w.connectedReplicas(t, "max_wait 3s")
+
+	w.holdRefresh(t, b)
+	disconnectVia(t, a)
+	w.releaseRefresh(t)
+	rec := w.stored(t)
+	if rec["state"] != "disconnected" || rec["access_token"] != nil || rec["refresh_token"] != nil {
+		t.Fatalf("Vault holds a record of state %v with fields %v after the disconnect; want the tombstone", rec["state"], keys(rec))
+	}
+	seen := len(w.up.Seen())
+	for name, p := range map[string]*process{"A": a, "B": b} {
+		if o := get(http.DefaultClient, p.url()+"/demo/items"); o.status != http.StatusUnauthorized || o.code != "authorization_required" {
+			t.Errorf("replica %s afterwards: %v; want 401 authorization_required", name, o)
+		}
+	}
+	if n := len(w.up.Seen()) - seen; n != 0 {
+		t.Errorf("the upstream received %d requests after the disconnect", n)
+	}
+	if w.tok.RedeemedTwice() != 0 || w.tok.Count("refresh_token") != 1 {
+		t.Errorf("want 1 refresh, none redeemed twice; %s", w.tokenReport())
 	}
 }
