@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,6 +34,10 @@ type faultStore struct {
 	hold chan struct{}
 	// onPut, if set, runs inside each Put before it reaches the store.
 	onPut func()
+	// loseAnswer, if set, decides whether the n-th Put (from 1) to path,
+	// once the store has taken it, is reported failed all the same (a
+	// time-out, a connection reset after Vault applied the write).
+	loseAnswer func(path string, n int64) bool
 }
 
 var errStoreDown = errors.New("store unavailable (injected)")
@@ -60,7 +65,11 @@ func (s *faultStore) Put(ctx context.Context, p string, d map[string]string, cas
 	if s.failPut != nil && s.failPut(p, n) {
 		return 0, errStoreDown
 	}
-	return s.Store.Put(ctx, p, d, cas)
+	v, err := s.Store.Put(ctx, p, d, cas)
+	if err == nil && s.loseAnswer != nil && s.loseAnswer(p, n) {
+		return 0, errStoreDown
+	}
+	return v, err
 }
 
 // outcomes records what an Observer hears.
@@ -775,5 +784,57 @@ func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
 			}
 			eventually(t, "nothing pending", func() bool { e, _ := k.cache.get(demo); return e.pending == nil })
 		})
+	}
+}
+
+// A write the store takes but whose answer is lost is, to the writer, a
+// failure: it keeps the token set pending. A refresh of that unsaved set
+// (its token falls due while the store stays unreachable) then redeems its
+// refresh token. Once the store answers again, the writer finds its own
+// lost write there and must write the newest set over it; taking it for
+// another replica's refresh would leave a spent refresh token in the
+// store, redeemed a second time at the next refresh, and a rotating
+// provider ends the grant for that.
+func TestLostAnswerThenUnsavedRefresh(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	var down, lose atomic.Bool
+	fs := &faultStore{Store: newFileStore(t),
+		failPut: func(string, int64) bool { return down.Load() },
+		loseAnswer: func(string, int64) bool {
+			if lose.CompareAndSwap(true, false) {
+				down.Store(true) // and unreachable from then on
+				return true
+			}
+			return false
+		}}
+	cache := NewCache()
+	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
+	t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+	clk.Add(2 * time.Minute)
+	rot := rotating(clk.Now)
+	r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+		lose.Store(n == 1) // the write of rt-1 lands, its answer is lost
+		return rot(n, rt)
+	}}
+	for i, want := range []string{"at-1", "at-2"} { // at-2: the unsaved set's refresh
+		if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != want {
+			t.Fatalf("refresh %d: %q, %v; want %s", i+1, tok.AccessToken, err, want)
+		}
+		clk.Add(2 * time.Hour)
+	}
+	if got := stored(t, fs.Store, demo)["refresh_token"]; got != "rt-1" {
+		t.Fatalf("the store holds %q; the lost write should have put rt-1 there", got)
+	}
+	down.Store(false)
+	eventually(t, "the pending write lands", func() bool { e, _ := k.cache.get(demo); return e.pending == nil })
+	if got := stored(t, fs.Store, demo)["refresh_token"]; got != "rt-2" {
+		t.Fatalf("the store holds %q; want rt-2, the only refresh token not spent", got)
+	}
+	if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != "at-3" {
+		t.Fatalf("the next refresh: %q, %v; want at-3", tok.AccessToken, err)
+	}
+	if want := []string{"rt-0", "rt-1", "rt-2"}; !slices.Equal(r.calls, want) {
+		t.Fatalf("refresh tokens redeemed %v; want %v, each once", r.calls, want)
 	}
 }

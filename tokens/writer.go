@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,6 +30,27 @@ type pendingWrite struct {
 	// triggers are the refreshes the write completes, reported once it
 	// lands.
 	triggers []string
+	// unsure are the refresh tokens of token sets whose write failed
+	// other than by a conflict (a time-out, a lost answer): the store
+	// may hold one of them all the same. Each was issued to this process
+	// alone, so a record holding one holds this chain's own write.
+	unsure []string
+}
+
+// maxUnsure bounds pendingWrite.unsure: one per rotation during an outage.
+const maxUnsure = 8
+
+// mayHaveLanded notes that the write of rec failed in a way that does not
+// say whether the store took it. The cache's lock must be held.
+func (pw *pendingWrite) mayHaveLanded(rec record) {
+	rt := rec.tok.RefreshToken
+	if rt == "" || rt == pw.base || slices.Contains(pw.unsure, rt) {
+		return
+	}
+	if len(pw.unsure) == maxUnsure {
+		pw.unsure = pw.unsure[1:]
+	}
+	pw.unsure = append(pw.unsure, rt)
 }
 
 // Writer bounds: the first retry of a failed write, and the longest wait
@@ -64,12 +86,18 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 			return rec.tok, nil, true
 		}
 		if !errors.Is(err, kv.ErrConflict) {
+			k.cache.mu.Lock()
+			pw.mayHaveLanded(rec)
+			k.cache.mu.Unlock()
 			return Token{}, err, false
 		}
 		cur, cv, err := k.peek(key)
 		if err != nil {
 			return Token{}, err, false
 		}
+		k.cache.mu.RLock()
+		ours := slices.Contains(pw.unsure, cur.tok.RefreshToken)
+		k.cache.mu.RUnlock()
 		switch {
 		case cur.state != Active || cur.tok.Generation != rec.tok.Generation:
 			// Disconnected, reconnected or imported meanwhile: this
@@ -82,10 +110,13 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 				k.remember(key, r.tok, v)
 			}
 			return r.tok, err, true
-		case cur.tok.RefreshToken == base:
-			// Only a lease changed: nobody else redeemed.
+		case cur.tok.RefreshToken == base || ours:
+			// Only a lease changed, or a write of this chain that was
+			// reported failed landed after all: nobody else redeemed.
+			// Its refresh token may be spent since (a refresh of the
+			// unsaved set), so rec goes over it.
 			k.cache.mu.Lock()
-			pw.cas = cv
+			pw.cas, pw.base = cv, cur.tok.RefreshToken
 			k.cache.mu.Unlock()
 		default:
 			k.log.Warn("another replica refreshed the connection too; using the token set in the store",
