@@ -441,6 +441,19 @@ func (c *Cache) updateCached(key Key, f func(e *entry)) {
 	}
 }
 
+// updateIfSame runs f on key's entry, as update does, only while the
+// cache's node for key is still seen (nil: still none). Every change to an
+// entry publishes a new node, so a store read that began before a change
+// here (a disconnect, a reconnect, a refresh's write) cannot undo it with
+// what it read: its result is dropped, and the next read gets it right.
+func (c *Cache) updateIfSame(key Key, seen *node, f func(e *entry)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, n := c.findLocked(key); n == seen {
+		c.updateLocked(key, f)
+	}
+}
+
 // updateLocked runs f on a copy of key's entry (an empty one if there is
 // none) and publishes the result. c.mu must be held for writing.
 func (c *Cache) updateLocked(key Key, f func(e *entry)) {

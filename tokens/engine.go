@@ -277,12 +277,15 @@ func (k *Keeper) serveOrErr(key Key, tok Token, version int, err error) (Token, 
 // connection that needs authorization are ErrAuthorizationRequired (and
 // cached as such); a store failure is an UnavailableError.
 func (k *Keeper) read(key Key) (record, int, error) {
+	// What the read finds is cached only if the connection did not
+	// change here meanwhile (a reconnect must not be taken back).
+	seen := k.cache.lookup(key)
 	ctx, cancel := k.budget.storeCtx()
 	defer cancel()
 	e, err := k.store.Get(ctx, key.tokenPath())
 	now := k.now()
 	if errors.Is(err, kv.ErrNotFound) {
-		k.cache.update(key, func(en *entry) {
+		k.cache.updateIfSame(key, seen, func(en *entry) {
 			if en.pending == nil {
 				en.tok, en.version, en.missingAt, en.checkedAt = Token{}, e.Version, now, now
 			}
@@ -297,7 +300,7 @@ func (k *Keeper) read(key Key) (record, int, error) {
 		return record{}, 0, &UnavailableError{RetryAfter: 30 * time.Second, Err: fmt.Errorf("connection %s: %w", key, err)}
 	}
 	if rec.state != Active {
-		k.cache.update(key, func(en *entry) {
+		k.cache.updateIfSame(key, seen, func(en *entry) {
 			if en.pending == nil {
 				*en = entry{version: e.Version, missingAt: now, checkedAt: now, lastErr: rec.reason, lastErrAt: rec.since}
 			}

@@ -32,6 +32,9 @@ type faultStore struct {
 	failGet func(path string) bool
 	// hold, if set, blocks each Get until it is closed.
 	hold chan struct{}
+	// onGet, if set, runs inside each Get after it has read the store,
+	// before the answer is returned.
+	onGet func()
 	// onPut, if set, runs inside each Put before it reaches the store.
 	onPut func()
 	// loseAnswer, if set, decides whether the n-th Put (from 1) to path,
@@ -54,7 +57,11 @@ func (s *faultStore) Get(ctx context.Context, p string) (kv.Entry, error) {
 			return kv.Entry{}, ctx.Err()
 		}
 	}
-	return s.Store.Get(ctx, p)
+	e, err := s.Store.Get(ctx, p)
+	if s.onGet != nil {
+		s.onGet()
+	}
+	return e, err
 }
 
 func (s *faultStore) Put(ctx context.Context, p string, d map[string]string, cas int) (int, error) {
@@ -690,6 +697,73 @@ func TestRevalidationDoesNotRevive(t *testing.T) {
 	k.revalidate(demo)
 	if _, ok := k.cache.get(demo); ok {
 		t.Fatal("revalidating an evicted connection put it back in the cache")
+	}
+}
+
+// A store read under way while the connection changes here (a disconnect,
+// a reconnect) answers with the record as it was: that answer must not
+// undo the change in the cache. A revalidation would otherwise attach a
+// disconnected connection's token again, or the old grant's after a
+// reconnect, until the next one; a refresh job's read would cache "needs
+// authorization" just after the person reconnected.
+func TestLateReadDoesNotUndoALocalChange(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		disconnect bool // before the read: a read finding the tombstone
+		read       func(k *Keeper)
+		change     func(t *testing.T, k *Keeper)
+		want       string // the access token served afterwards; "" for none
+	}{
+		{"revalidation, then a disconnect", false, func(k *Keeper) { k.revalidate(demo) },
+			func(t *testing.T, k *Keeper) {
+				if err := k.Disconnect(context.Background(), demo); err != nil {
+					t.Fatal(err)
+				}
+			}, ""},
+		{"revalidation, then a reconnect", false, func(k *Keeper) { k.revalidate(demo) },
+			func(t *testing.T, k *Keeper) { seed(t, k, "at-new", "rt-new", k.now().Add(time.Hour)) }, "at-new"},
+		{"a refresh job's read of the tombstone, then a reconnect", true,
+			func(k *Keeper) {
+				k.Token(context.Background(), demo, &scriptedRefresher{answer: rotating(k.now)}, policy)
+			},
+			func(t *testing.T, k *Keeper) { seed(t, k, "at-new", "rt-new", k.now().Add(time.Hour)) }, "at-new"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			fs := &faultStore{Store: newFileStore(t)}
+			k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+			seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+			if c.disconnect {
+				if err := k.Disconnect(context.Background(), demo); err != nil {
+					t.Fatal(err)
+				}
+				clk.Add(time.Minute) // past the missing TTL: the next request reads
+			}
+			read, release := make(chan struct{}), make(chan struct{})
+			var first atomic.Bool
+			fs.onGet = func() {
+				if first.CompareAndSwap(false, true) { // the read, held; not the change's own reads
+					close(read)
+					<-release
+				}
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c.read(k)
+			}()
+			<-read
+			c.change(t, k)
+			close(release)
+			<-done
+			tok, err := k.Token(context.Background(), demo, &scriptedRefresher{answer: rotating(clk.Now)}, policy)
+			switch {
+			case c.want == "" && !errors.Is(err, ErrAuthorizationRequired):
+				t.Fatalf("after the change: %q, %v; want authorization required", tok.AccessToken, err)
+			case c.want != "" && (err != nil || tok.AccessToken != c.want):
+				t.Fatalf("after the change: %q, %v; want %s", tok.AccessToken, err, c.want)
+			}
+		})
 	}
 }
 

@@ -55,6 +55,10 @@ func (k *Keeper) maybeRevalidate(key Key, e entry, p Policy, now time.Time) {
 // another replica's refresh. A store failure keeps the cached copy (the
 // hot path never depends on the store).
 func (k *Keeper) revalidate(key Key) {
+	seen := k.cache.lookup(key)
+	if seen == nil {
+		return // dropped from the cache meanwhile: nothing to compare
+	}
 	ctx, cancel := k.budget.storeCtx()
 	defer cancel()
 	se, err := k.store.Get(ctx, key.tokenPath())
@@ -72,12 +76,14 @@ func (k *Keeper) revalidate(key Key) {
 			return
 		}
 	}
-	k.cache.updateCached(key, func(e *entry) {
+	k.cache.updateIfSame(key, seen, func(e *entry) {
 		if e.pending != nil || (se.Version == e.version && rec.tok.Generation == e.tok.Generation) {
 			return
 		}
 		// Any other version wins, older ones too: a record deleted by
-		// hand and written again starts from version 1.
+		// hand and written again starts from version 1. (A version
+		// older because this process changed the record while the read
+		// was under way never gets here: updateIfSame drops it.)
 		if rec.state != Active {
 			if e.missingAt.IsZero() {
 				k.log.Info("connection ended elsewhere; no longer attaching its token", zap.String("connection", key.String()))
