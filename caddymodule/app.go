@@ -376,6 +376,9 @@ func (a *App) Start() (err error) {
 			}()
 		}
 	}
+	// Token sets an earlier configuration could not write (its store's
+	// credentials expired, say) are written through this one's store.
+	a.keeper.TakeOverWrites()
 	return nil
 }
 

@@ -44,8 +44,12 @@ type Cache struct {
 	// writers are the goroutines writing unsaved token sets; stop ends
 	// them (Close).
 	writers sync.WaitGroup
-	stop    chan struct{}
-	closing sync.Once
+	// writeVia is the Keeper whose store the writers use: the latest
+	// configuration's (Keeper.TakeOverWrites), as a reload may have
+	// fixed what made the writes fail (credentials, addresses).
+	writeVia atomic.Pointer[Keeper]
+	stop     chan struct{}
+	closing  sync.Once
 }
 
 // table is a chained hash table with lock-free readers: readers only load

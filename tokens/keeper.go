@@ -174,8 +174,17 @@ func NewKeeper(o Options) *Keeper {
 	if k.now == nil {
 		k.now = time.Now
 	}
+	k.cache.writeVia.CompareAndSwap(nil, k)
 	return k
 }
+
+// TakeOverWrites makes k the Keeper through which the cache's unsaved
+// token sets reach the store from now on, including those an earlier
+// configuration sharing the cache left pending: call it when k's
+// configuration starts. A reload that fixes the store's credentials or
+// addresses then lets them land, rather than leaving them to the stopped
+// configuration's store client.
+func (k *Keeper) TakeOverWrites() { k.cache.writeVia.Store(k) }
 
 // Cache returns the Keeper's cache.
 func (k *Keeper) Cache() *Cache { return k.cache }

@@ -912,3 +912,35 @@ func TestLostAnswerThenUnsavedRefresh(t *testing.T) {
 		t.Fatalf("refresh tokens redeemed %v; want %v, each once", r.calls, want)
 	}
 }
+
+// A token set the store did not take is written, after a reload, through
+// the new configuration's store: the reload may be what fixes the writes
+// (new credentials, another address), and the old configuration's store
+// client stops with it.
+func TestNewConfigurationTakesOverPendingWrites(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	seed(t, NewKeeper(Options{Store: fs, Now: clk.Now}), "at-0", "rt-0", clk.Now().Add(time.Minute))
+	// The old configuration's store takes the lease (Put 1), then no
+	// more writes: its credentials expired, say.
+	old := &faultStore{Store: fs, failPut: func(_ string, n int64) bool { return n >= 2 }}
+	cache := NewCache()
+	k1 := NewKeeper(Options{Store: old, Now: clk.Now, Cache: cache})
+	t.Cleanup(func() { cache.Close(time.Second); k1.Wait() })
+	clk.Add(2 * time.Minute)
+	if tok, err := k1.Token(context.Background(), demo, &scriptedRefresher{answer: rotating(clk.Now)}, policy); err != nil || tok.AccessToken != "at-1" {
+		t.Fatalf("refresh: %q, %v", tok.AccessToken, err)
+	}
+	if e, _ := cache.get(demo); e.pending == nil {
+		t.Fatal("the rotated set is not pending: the old store took it")
+	}
+	k2 := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache}) // the reload
+	k2.TakeOverWrites()
+	eventually(t, "the pending write lands through the new configuration's store", func() bool {
+		e, _ := cache.get(demo)
+		return e.pending == nil
+	})
+	if got := stored(t, fs, demo)["refresh_token"]; got != "rt-1" {
+		t.Fatalf("the store holds %q; want rt-1", got)
+	}
+}

@@ -192,7 +192,8 @@ func (k *Keeper) peek(key Key) (record, int, error) {
 
 // startWriter keeps trying to write pw until the store takes it, the
 // connection is replaced (a reconnect or disconnect here), or the cache is
-// closed.
+// closed. Each try goes through the latest configuration's Keeper
+// (TakeOverWrites).
 func (k *Keeper) startWriter(key Key, pw *pendingWrite) {
 	k.cache.writers.Add(1)
 	go func() {
@@ -209,11 +210,12 @@ func (k *Keeper) startWriter(key Key, pw *pendingWrite) {
 			if e, _ := k.cache.get(key); e.pending != pw {
 				return
 			}
-			_, err, ok := k.write(key, pw)
+			w := k.cache.writeVia.Load() // the latest configuration's store
+			_, err, ok := w.write(key, pw)
 			if ok {
 				return
 			}
-			k.log.Warn("the store still does not take a refreshed token set; retrying",
+			w.log.Warn("the store still does not take a refreshed token set; retrying",
 				zap.String("connection", key.String()), errField(err))
 			wait = min(wait*2, writeRetryMax)
 		}
