@@ -84,20 +84,12 @@ func TestFaultVaultOutage(t *testing.T) {
 // redemption of the old one would make Hydra revoke the grant) and nobody
 // has to authorize again.
 func TestFaultVaultWriteFailsAfterRotation(t *testing.T) {
-	// Tokens of 15 s, due 10 s in: the access token the rotation issues
-	// outlives the write outage by far, so no request needs the store.
-	w := newFaultWorld(t, "http://localhost:9080/oauth/callback", 15*time.Second)
-	s := w.startSidecar(t, sidecarConfig{})
-	connect(t, s, newBrowser())
-	app := s.base + "/demo/items"
+	// The access token the rotation issues outlives the write outage by
+	// far, so no request needs the store.
+	w, app, rotatedWrite := connectedRotating(t)
 	first := w.tok.LastIssued()
-
-	// Armed before the rotation, the fault fails writes of the token
-	// record only once a new refresh token has been issued: the lease is
-	// taken before that.
-	tokenWrite := faultproxy.KVWrite("secret", w.prefix+"/tokens/")
 	w.vhttp.Set(faultproxy.Fault{
-		Match:  func(r *http.Request) bool { return tokenWrite(r) && w.tok.LastIssued() != first },
+		Match:  rotatedWrite,
 		Status: http.StatusServiceUnavailable,
 	})
 	l := startLoad(t, 10, 90*time.Second, app)
@@ -118,8 +110,68 @@ func TestFaultVaultWriteFailsAfterRotation(t *testing.T) {
 		t.Fatalf("15 s after Vault came back it does not hold the last refresh token issued (holds one: %t); %d writes failed; requests: %s; %s",
 			w.storedRT(t) != "", failedWrites, summary(outs), w.tokenReport())
 	}
-	// One more rotation, from what memory and Vault now hold: the chain
-	// is alive.
+	w.checkChainAlive(t, l, cleared)
+}
+
+// TestFaultVaultWriteAnswerLostAfterRotation proves that a write Vault
+// applied but whose answer never arrived does not cost the connection.
+// Right after a rotation, Vault takes the token record's write but its
+// answer is held past the client's time-out, so the proxy keeps the set
+// pending; then Vault fails every write of the record until the next
+// rotation, which the proxy makes from memory (the store holding, unknown
+// to it, the refresh token that rotation spends). Once Vault takes writes
+// again, the proxy must recognise its own lost write and put the newest
+// set over it: otherwise Vault keeps a spent refresh token, the next
+// refresh redeems it a second time, and Hydra revokes the grant.
+func TestFaultVaultWriteAnswerLostAfterRotation(t *testing.T) {
+	// The second rotation comes 10 s after the first, while the writes
+	// fail.
+	w, app, rotatedWrite := connectedRotating(t)
+	w.vhttp.Set(faultproxy.Fault{ // the rotated set's write lands; its answer does not
+		Match:         rotatedWrite,
+		ResponseDelay: 8 * time.Second,
+		Times:         1,
+	})
+	l := startLoad(t, 10, 90*time.Second, app)
+	lost := func() bool {
+		for _, e := range w.vhttp.Events() {
+			if e.Kind == "write" && e.Forwarded && e.Canceled {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitUntil(30*time.Second, lost) {
+		outs := l.Stop()
+		t.Fatalf("no write answer was lost (requests: %s); %s", summary(outs), w.tokenReport())
+	}
+	second := w.tok.LastIssued()
+	if w.storedRT(t) != second {
+		t.Fatal("Vault does not hold the token set whose answer was lost")
+	}
+	w.vhttp.Set(faultproxy.Fault{Match: faultproxy.KVWrite("secret", w.prefix+"/tokens/"), Status: http.StatusServiceUnavailable})
+	if !waitUntil(20*time.Second, func() bool { return w.tok.LastIssued() != second }) {
+		outs := l.Stop()
+		t.Fatalf("no rotation from memory while Vault failed writes (requests: %s); %s", summary(outs), w.tokenReport())
+	}
+	time.Sleep(time.Second)
+	w.vhttp.Clear()
+	cleared := time.Now()
+
+	if !waitUntil(15*time.Second, func() bool { rt := w.storedRT(t); return rt != "" && rt == w.tok.LastIssued() }) {
+		outs := l.Stop()
+		t.Fatalf("15 s after Vault took writes again it does not hold the last refresh token issued (it holds the one whose answer was lost: %t); requests: %s; %s",
+			w.storedRT(t) == second, summary(outs), w.tokenReport())
+	}
+	w.checkChainAlive(t, l, cleared)
+}
+
+// checkChainAlive waits for one more rotation, from what memory and Vault
+// hold once Vault came back (at cleared), then stops the load l and checks
+// that every request succeeded, some after cleared, and that the refresh
+// token chain is whole.
+func (w *faultWorld) checkChainAlive(t *testing.T, l *load, cleared time.Time) {
+	t.Helper()
 	n := w.tok.Succeeded("refresh_token")
 	ok := waitUntil(20*time.Second, func() bool { return w.tok.Succeeded("refresh_token") > n })
 	outs := l.Stop()
@@ -134,4 +186,19 @@ func TestFaultVaultWriteFailsAfterRotation(t *testing.T) {
 		t.Error("no request succeeded after Vault came back")
 	}
 	w.checkRotation(t, 1)
+}
+
+// connectedRotating starts the in-process sidecar on a world whose access
+// tokens live 15 s (due 10 s in) and connects it. It returns the app's URL
+// and a matcher of the token record's writes made once the token endpoint
+// has rotated the first refresh token: a fault armed with it spares the
+// lease, which is taken before the rotation.
+func connectedRotating(t *testing.T) (w *faultWorld, app string, rotatedWrite func(*http.Request) bool) {
+	t.Helper()
+	w = newFaultWorld(t, "http://localhost:9080/oauth/callback", 15*time.Second)
+	s := w.startSidecar(t, sidecarConfig{})
+	connect(t, s, newBrowser())
+	first := w.tok.LastIssued()
+	tokenWrite := faultproxy.KVWrite("secret", w.prefix+"/tokens/")
+	return w, s.base + "/demo/items", func(r *http.Request) bool { return tokenWrite(r) && w.tok.LastIssued() != first }
 }
