@@ -390,6 +390,8 @@ func (a *App) Stop() error {
 		a.stopSweep()
 		<-a.sweepDone
 		a.background.Wait()
+		// Started, so it took over the unsaved token sets' writes.
+		a.keeper.ReleaseWrites()
 	}
 	if a.releaseLock != nil {
 		a.releaseLock()

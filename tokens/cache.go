@@ -450,12 +450,15 @@ func (c *Cache) updateCached(key Key, f func(e *entry)) {
 // entry publishes a new node, so a store read that began before a change
 // here (a disconnect, a reconnect, a refresh's write) cannot undo it with
 // what it read: its result is dropped, and the next read gets it right.
-func (c *Cache) updateIfSame(key Key, seen *node, f func(e *entry)) {
+// It reports whether f ran.
+func (c *Cache) updateIfSame(key Key, seen *node, f func(e *entry)) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, n := c.findLocked(key); n == seen {
-		c.updateLocked(key, f)
+	if _, n := c.findLocked(key); n != seen {
+		return false
 	}
+	c.updateLocked(key, f)
+	return true
 }
 
 // updateLocked runs f on a copy of key's entry (an empty one if there is

@@ -135,6 +135,11 @@ type Keeper struct {
 
 	budget     budget
 	missingTTL time.Duration
+
+	// tookOverFrom is the Keeper that wrote the cache's unsaved token
+	// sets before this one took over (TakeOverWrites), until this
+	// Keeper's configuration stops; guarded by the cache's lock.
+	tookOverFrom *Keeper
 }
 
 // Options configure a Keeper. Only Store is required.
@@ -184,7 +189,30 @@ func NewKeeper(o Options) *Keeper {
 // configuration starts. A reload that fixes the store's credentials or
 // addresses then lets them land, rather than leaving them to the stopped
 // configuration's store client.
-func (k *Keeper) TakeOverWrites() { k.cache.writeVia.Store(k) }
+func (k *Keeper) TakeOverWrites() {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	if prev := k.cache.writeVia.Swap(k); prev != k {
+		k.tookOverFrom = prev
+	}
+}
+
+// ReleaseWrites undoes TakeOverWrites when k's configuration stops. Caddy
+// stops a configuration that started while another app's start failed,
+// and the previous one goes on: the writes go back to it. After a
+// reload that took, the next configuration writes already, and nothing
+// goes back to k.
+func (k *Keeper) ReleaseWrites() {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	switch cur := k.cache.writeVia.Load(); {
+	case cur == k && k.tookOverFrom != nil:
+		k.cache.writeVia.Store(k.tookOverFrom)
+	case cur != nil && cur.tookOverFrom == k:
+		cur.tookOverFrom = nil
+	}
+	k.tookOverFrom = nil
+}
 
 // Cache returns the Keeper's cache.
 func (k *Keeper) Cache() *Cache { return k.cache }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -739,14 +738,7 @@ func TestLateReadDoesNotUndoALocalChange(t *testing.T) {
 				}
 				clk.Add(time.Minute) // past the missing TTL: the next request reads
 			}
-			read, release := make(chan struct{}), make(chan struct{})
-			var first atomic.Bool
-			fs.onGet = func() {
-				if first.CompareAndSwap(false, true) { // the read, held; not the change's own reads
-					close(read)
-					<-release
-				}
-			}
+			read, release := holdFirstGet(fs) // the read; not the change's own reads
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -765,6 +757,47 @@ func TestLateReadDoesNotUndoALocalChange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A revalidation read whose result is dropped because the cached entry
+// changed meanwhile (any change here publishes a new entry) is made once
+// more: a disconnect on another replica is still seen within the interval.
+func TestOvertakenRevalidationReadsAgain(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	other := NewKeeper(Options{Store: fs.Store, Now: clk.Now}) // another replica
+	read, release := holdFirstGet(fs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.revalidate(demo)
+	}()
+	<-read
+	if err := other.Disconnect(context.Background(), demo); err != nil {
+		t.Fatal(err)
+	}
+	k.cache.update(demo, func(e *entry) { e.failures = 0 }) // any change here
+	close(release)
+	<-done
+	if tok, err := k.Token(context.Background(), demo, nil, policy); !errors.Is(err, ErrAuthorizationRequired) {
+		t.Fatalf("after the other replica's disconnect: %q, %v; want authorization required", tok.AccessToken, err)
+	}
+}
+
+// holdFirstGet makes fs's next Get read the store, close read, and wait
+// until release is closed before it answers; the Gets after it go through.
+func holdFirstGet(fs *faultStore) (read, release chan struct{}) {
+	read, release = make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	fs.onGet = func() {
+		if first.CompareAndSwap(false, true) {
+			close(read)
+			<-release
+		}
+	}
+	return read, release
 }
 
 // rotatedUnsaved seeds the demo connection with at-0 and rt-0, then gives
@@ -862,54 +895,65 @@ func TestUnsavedRefreshFinishesAfterItsWrite(t *testing.T) {
 }
 
 // A write the store takes but whose answer is lost is, to the writer, a
-// failure: it keeps the token set pending. A refresh of that unsaved set
-// (its token falls due while the store stays unreachable) then redeems its
-// refresh token. Once the store answers again, the writer finds its own
-// lost write there and must write the newest set over it; taking it for
-// another replica's refresh would leave a spent refresh token in the
-// store, redeemed a second time at the next refresh, and a rotating
-// provider ends the grant for that.
+// failure: it keeps the token set pending. Refreshes of that unsaved set
+// (its token falls due while the store stays unreachable, once or more
+// often than the writer keeps failed writes in mind) then redeem its
+// refresh token and their successors'. Once the store answers again, the
+// writer finds its own lost write there and must write the newest set over
+// it; taking it for another replica's refresh would leave a spent refresh
+// token in the store, redeemed a second time at the next refresh, and a
+// rotating provider ends the grant for that.
 func TestLostAnswerThenUnsavedRefresh(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	var down, lose atomic.Bool
-	fs := &faultStore{Store: newFileStore(t),
-		failPut: func(string, int64) bool { return down.Load() },
-		loseAnswer: func(string, int64) bool {
-			if lose.CompareAndSwap(true, false) {
-				down.Store(true) // and unreachable from then on
-				return true
+	for _, unsaved := range []int{1, maxUnsure + 2} {
+		t.Run(fmt.Sprint(unsaved, " unsaved refreshes"), func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			var down, lose atomic.Bool
+			fs := &faultStore{Store: newFileStore(t),
+				failPut: func(string, int64) bool { return down.Load() },
+				loseAnswer: func(string, int64) bool {
+					if lose.CompareAndSwap(true, false) {
+						down.Store(true) // and unreachable from then on
+						return true
+					}
+					return false
+				}}
+			cache := NewCache()
+			k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
+			t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
+			seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+			clk.Add(2 * time.Minute)
+			rot := rotating(clk.Now)
+			r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
+				lose.Store(n == 1) // the write of rt-1 lands, its answer is lost
+				return rot(n, rt)
+			}}
+			for n := 1; n <= 1+unsaved; n++ {
+				if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != fmt.Sprint("at-", n) {
+					t.Fatalf("refresh %d: %q, %v", n, tok.AccessToken, err)
+				}
+				if e, _ := k.cache.get(demo); e.pending != nil {
+					k.write(demo, e.pending) // as the writer would: it fails
+				}
+				clk.Add(2 * time.Hour)
 			}
-			return false
-		}}
-	cache := NewCache()
-	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
-	t.Cleanup(func() { cache.Close(time.Second); k.Wait() })
-	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
-	clk.Add(2 * time.Minute)
-	rot := rotating(clk.Now)
-	r := &scriptedRefresher{answer: func(n int, rt string) (*oauth2.Token, error) {
-		lose.Store(n == 1) // the write of rt-1 lands, its answer is lost
-		return rot(n, rt)
-	}}
-	for i, want := range []string{"at-1", "at-2"} { // at-2: the unsaved set's refresh
-		if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != want {
-			t.Fatalf("refresh %d: %q, %v; want %s", i+1, tok.AccessToken, err, want)
-		}
-		clk.Add(2 * time.Hour)
-	}
-	if got := stored(t, fs.Store, demo)["refresh_token"]; got != "rt-1" {
-		t.Fatalf("the store holds %q; the lost write should have put rt-1 there", got)
-	}
-	down.Store(false)
-	eventually(t, "the pending write lands", func() bool { e, _ := k.cache.get(demo); return e.pending == nil })
-	if got := stored(t, fs.Store, demo)["refresh_token"]; got != "rt-2" {
-		t.Fatalf("the store holds %q; want rt-2, the only refresh token not spent", got)
-	}
-	if tok, err := k.Token(context.Background(), demo, r, policy); err != nil || tok.AccessToken != "at-3" {
-		t.Fatalf("the next refresh: %q, %v; want at-3", tok.AccessToken, err)
-	}
-	if want := []string{"rt-0", "rt-1", "rt-2"}; !slices.Equal(r.calls, want) {
-		t.Fatalf("refresh tokens redeemed %v; want %v, each once", r.calls, want)
+			if got := stored(t, fs.Store, demo)["refresh_token"]; got != "rt-1" {
+				t.Fatalf("the store holds %q; the lost write should have put rt-1 there", got)
+			}
+			down.Store(false)
+			eventually(t, "the pending write lands", func() bool { e, _ := k.cache.get(demo); return e.pending == nil })
+			last := fmt.Sprint("rt-", 1+unsaved)
+			if got := stored(t, fs.Store, demo)["refresh_token"]; got != last {
+				t.Fatalf("the store holds %q; want %s, the only refresh token not spent", got, last)
+			}
+			if _, err := k.Token(context.Background(), demo, r, policy); err != nil {
+				t.Fatalf("the next refresh: %v", err)
+			}
+			for i, rt := range r.calls {
+				if want := fmt.Sprint("rt-", i); rt != want {
+					t.Fatalf("refresh tokens redeemed %v; want rt-0, rt-1, … each once", r.calls)
+				}
+			}
+		})
 	}
 }
 
@@ -942,5 +986,41 @@ func TestNewConfigurationTakesOverPendingWrites(t *testing.T) {
 	})
 	if got := stored(t, fs, demo)["refresh_token"]; got != "rt-1" {
 		t.Fatalf("the store holds %q; want rt-1", got)
+	}
+}
+
+// A configuration that took over the writes and was then stopped, as Caddy
+// stops one whose start another app's failure undid, gives them back: the
+// configuration that goes on writes the unsaved token sets through its own
+// store, not through the stopped one's (whose Vault login is no longer
+// renewed).
+func TestUndoneStartGivesTheWritesBack(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	seed(t, NewKeeper(Options{Store: fs, Now: clk.Now}), "at-0", "rt-0", clk.Now().Add(time.Minute))
+	cache := NewCache()
+	// The running configuration; its store fails the new set's first
+	// write (Put 2, after the lease), so the set goes to the writer.
+	running := NewKeeper(Options{Store: &faultStore{Store: fs, failPut: func(_ string, n int64) bool { return n == 2 }}, Now: clk.Now, Cache: cache})
+	running.TakeOverWrites()
+	undone := NewKeeper(Options{Store: &faultStore{Store: fs, failPut: func(string, int64) bool { return true }}, Now: clk.Now, Cache: cache})
+	undone.TakeOverWrites()
+	undone.ReleaseWrites()
+	t.Cleanup(func() { cache.Close(time.Second); running.Wait() })
+	clk.Add(2 * time.Minute)
+	if tok, err := running.Token(context.Background(), demo, &scriptedRefresher{answer: rotating(clk.Now)}, policy); err != nil || tok.AccessToken != "at-1" {
+		t.Fatalf("refresh: %q, %v", tok.AccessToken, err)
+	}
+	eventually(t, "the pending write lands through the running configuration's store", func() bool {
+		e, _ := cache.get(demo)
+		return e.pending == nil
+	})
+	// And a reload that took: the old configuration stops after the new
+	// one started, which keeps the writes.
+	next := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: cache})
+	next.TakeOverWrites()
+	running.ReleaseWrites()
+	if cache.writeVia.Load() != next || next.tookOverFrom != nil {
+		t.Fatal("after a reload the new configuration does not write alone")
 	}
 }

@@ -53,11 +53,23 @@ func (k *Keeper) maybeRevalidate(key Key, e entry, p Policy, now time.Time) {
 // revalidate compares the cached connection with the store's record and
 // takes the store's when it differs: a disconnect, reconnect, import or
 // another replica's refresh. A store failure keeps the cached copy (the
-// hot path never depends on the store).
+// hot path never depends on the store). A read that the connection's
+// changing here overtook is made once more, so that the interval still
+// bounds how stale the cache can be.
 func (k *Keeper) revalidate(key Key) {
+	for range 2 {
+		if k.compare(key) {
+			return
+		}
+	}
+}
+
+// compare is one revalidation read. It reports false if its result was
+// dropped: the cached entry changed while the read was under way.
+func (k *Keeper) compare(key Key) bool {
 	seen := k.cache.lookup(key)
 	if seen == nil {
-		return // dropped from the cache meanwhile: nothing to compare
+		return true // dropped from the cache meanwhile: nothing to compare
 	}
 	ctx, cancel := k.budget.storeCtx()
 	defer cancel()
@@ -69,14 +81,14 @@ func (k *Keeper) revalidate(key Key) {
 		rec = record{state: Disconnected, reason: "the connection's record is gone"}
 	case err != nil:
 		k.log.Debug("revalidating a cached connection", zap.String("connection", key.String()), errField(err))
-		return
+		return true
 	default:
 		if rec, err = parseRecord(se.Data); err != nil {
 			k.log.Warn("revalidating a cached connection", zap.String("connection", key.String()), errField(err))
-			return
+			return true
 		}
 	}
-	k.cache.updateIfSame(key, seen, func(e *entry) {
+	return k.cache.updateIfSame(key, seen, func(e *entry) {
 		if e.pending != nil || (se.Version == e.version && rec.tok.Generation == e.tok.Generation) {
 			return
 		}

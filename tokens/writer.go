@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"slices"
 	"time"
 
@@ -30,27 +31,40 @@ type pendingWrite struct {
 	// triggers are the refreshes the write completes, reported once it
 	// lands.
 	triggers []string
-	// unsure are the refresh tokens of token sets whose write failed
-	// other than by a conflict (a time-out, a lost answer): the store
-	// may hold one of them all the same. Each was issued to this process
-	// alone, so a record holding one holds this chain's own write.
-	unsure []string
+	// unsure are hashes of the refresh tokens of token sets whose write
+	// failed other than by a conflict (a time-out, a lost answer), at
+	// pw.cas: the store may hold one of them all the same, which is then
+	// this chain's own write (a refresh token the provider issued to this
+	// process), not another replica's refresh.
+	unsure []uint64
 }
 
-// maxUnsure bounds pendingWrite.unsure: one per rotation during an outage.
+// maxUnsure bounds pendingWrite.unsure. The first entry stays (an outage
+// most often begins with the answer to a write that landed), then the
+// latest ones.
 const maxUnsure = 8
+
+// unsureSeed hashes the refresh tokens in pendingWrite.unsure: a hash
+// keeps a long outage's list small whatever the tokens' length.
+var unsureSeed = maphash.MakeSeed()
+
+func unsureHash(rt string) uint64 { return maphash.String(unsureSeed, rt) }
 
 // mayHaveLanded notes that the write of rec failed in a way that does not
 // say whether the store took it. The cache's lock must be held.
 func (pw *pendingWrite) mayHaveLanded(rec record) {
 	rt := rec.tok.RefreshToken
-	if rt == "" || rt == pw.base || slices.Contains(pw.unsure, rt) {
+	if rt == "" || rt == pw.base {
+		return
+	}
+	h := unsureHash(rt)
+	if slices.Contains(pw.unsure, h) {
 		return
 	}
 	if len(pw.unsure) == maxUnsure {
-		pw.unsure = pw.unsure[1:]
+		pw.unsure = slices.Delete(pw.unsure, 1, 2)
 	}
-	pw.unsure = append(pw.unsure, rt)
+	pw.unsure = append(pw.unsure, h)
 }
 
 // Writer bounds: the first retry of a failed write, and the longest wait
@@ -96,7 +110,7 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 			return Token{}, err, false
 		}
 		k.cache.mu.RLock()
-		ours := slices.Contains(pw.unsure, cur.tok.RefreshToken)
+		ours := cur.tok.RefreshToken != "" && slices.Contains(pw.unsure, unsureHash(cur.tok.RefreshToken))
 		k.cache.mu.RUnlock()
 		switch {
 		case cur.state != Active || cur.tok.Generation != rec.tok.Generation:
@@ -114,9 +128,12 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 			// Only a lease changed, or a write of this chain that was
 			// reported failed landed after all: nobody else redeemed.
 			// Its refresh token may be spent since (a refresh of the
-			// unsaved set), so rec goes over it.
+			// unsaved set), so rec goes over it. (Should another
+			// replica have taken a lease on that landed write and be
+			// refreshing it, this is the store outage README.md says
+			// no lease covers.)
 			k.cache.mu.Lock()
-			pw.cas, pw.base = cv, cur.tok.RefreshToken
+			pw.cas, pw.base, pw.unsure = cv, cur.tok.RefreshToken, nil
 			k.cache.mu.Unlock()
 		default:
 			k.log.Warn("another replica refreshed the connection too; using the token set in the store",
@@ -141,7 +158,7 @@ func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers 
 			return
 		}
 		if e.pending == pw && (pw.rec.tok.RefreshToken != rec.tok.RefreshToken || pw.rec.tok.AccessToken != rec.tok.AccessToken) {
-			pw.cas, pw.base, moved = v, rec.tok.RefreshToken, true
+			pw.cas, pw.base, pw.unsure, moved = v, rec.tok.RefreshToken, nil, true
 			return
 		}
 		mine = true
