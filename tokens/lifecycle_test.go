@@ -1024,3 +1024,84 @@ func TestUndoneStartGivesTheWritesBack(t *testing.T) {
 		t.Fatal("after a reload the new configuration does not write alone")
 	}
 }
+
+// retriedStore applies a Put, then retries it once as Vault's client does
+// after an answer it did not get (or its failover to another address):
+// the retry meets the version the first attempt made and is refused with a
+// conflict. between runs before the retry.
+type retriedStore struct {
+	Store
+	once    atomic.Bool
+	between func()
+}
+
+func (s *retriedStore) Put(ctx context.Context, p string, d map[string]string, cas int) (int, error) {
+	v, err := s.Store.Put(ctx, p, d, cas)
+	if err == nil && s.between != nil && s.once.CompareAndSwap(false, true) {
+		s.between()
+		return s.Store.Put(ctx, p, d, cas)
+	}
+	return v, err
+}
+
+// A write the store took whose retry by the store's client then answers a
+// conflict is still this chain's own: if the set it wrote was refreshed
+// from memory meanwhile, the newest set goes over it rather than the spent
+// refresh token staying in the store.
+func TestRetriedWriteMeetsItself(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	st := &retriedStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+	pw := rotatedUnsaved(t, k, clk.Now().Add(time.Hour)) // the store: rt-0, spent; pending: rt-1
+	st.between = func() {                                // rt-1 is redeemed from memory for rt-2 before the retry
+		k.cache.update(demo, func(e *entry) {
+			pw.rec.tok.AccessToken, pw.rec.tok.RefreshToken = "at-2", "rt-2"
+			e.tok = pw.rec.tok
+		})
+	}
+	if _, err, ok := k.write(demo, pw); err != nil || !ok {
+		t.Fatalf("write: %v, %v", err, ok)
+	}
+	if got := stored(t, st.Store, demo)["refresh_token"]; got != "rt-2" {
+		t.Fatalf("the store holds %q; want rt-2, the only refresh token not spent", got)
+	}
+	if e, _ := k.cache.get(demo); e.pending != nil || e.tok.RefreshToken != "rt-2" {
+		t.Fatalf("cache: pending %v, refresh token %q", e.pending != nil, e.tok.RefreshToken)
+	}
+}
+
+// A refresh's write lands, and before its answer reaches the refresh the
+// person disconnects, or reconnects, on this replica: the late answer must
+// not put the old grant's token set back in the cache.
+func TestLateWriteAnswerDoesNotUndoALocalChange(t *testing.T) {
+	for _, reconnect := range []bool{false, true} {
+		t.Run(fmt.Sprint("reconnect=", reconnect), func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			fs := &faultStore{Store: newFileStore(t)}
+			k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+			seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Minute))
+			clk.Add(50 * time.Second) // due
+			base := fs.puts.Load()
+			fs.loseAnswer = func(_ string, n int64) bool {
+				if n == base+2 { // the lease, then the refreshed set: landed, its answer not back yet
+					if reconnect {
+						seed(t, k, "at-new", "rt-new", clk.Now().Add(time.Hour))
+					} else if err := k.Disconnect(context.Background(), demo); err != nil {
+						t.Error(err)
+					}
+				}
+				return false // and then answered
+			}
+			r := &scriptedRefresher{answer: rotating(clk.Now)}
+			k.Token(context.Background(), demo, r, policy)
+			k.Wait()
+			tok, err := k.Token(context.Background(), demo, r, policy)
+			switch {
+			case reconnect && (err != nil || tok.AccessToken != "at-new"):
+				t.Fatalf("after the reconnect: %q, %v; want at-new", tok.AccessToken, err)
+			case !reconnect && !errors.Is(err, ErrAuthorizationRequired):
+				t.Fatalf("after the disconnect: %q, %v; want authorization required", tok.AccessToken, err)
+			}
+		})
+	}
+}

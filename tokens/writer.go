@@ -31,11 +31,12 @@ type pendingWrite struct {
 	// triggers are the refreshes the write completes, reported once it
 	// lands.
 	triggers []string
-	// unsure are hashes of the refresh tokens of token sets whose write
-	// failed other than by a conflict (a time-out, a lost answer), at
-	// pw.cas: the store may hold one of them all the same, which is then
-	// this chain's own write (a refresh token the provider issued to this
-	// process), not another replica's refresh.
+	// unsure are hashes of the refresh tokens of the token sets this
+	// chain has tried to write at pw.cas: the store may hold one of them
+	// whatever the answer was (a time-out, a lost answer, a conflict met
+	// by a retry of the write itself), which is then this chain's own
+	// write (a refresh token the provider issued to this process), not
+	// another replica's refresh.
 	unsure []uint64
 }
 
@@ -50,8 +51,8 @@ var unsureSeed = maphash.MakeSeed()
 
 func unsureHash(rt string) uint64 { return maphash.String(unsureSeed, rt) }
 
-// mayHaveLanded notes that the write of rec failed in a way that does not
-// say whether the store took it. The cache's lock must be held.
+// mayHaveLanded notes that the write of rec is being tried: whatever its
+// answer, the store may take it. The cache's lock must be held.
 func (pw *pendingWrite) mayHaveLanded(rec record) {
 	rt := rec.tok.RefreshToken
 	if rt == "" || rt == pw.base {
@@ -84,6 +85,12 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 		k.cache.mu.RLock()
 		rec, cas, base, triggers := pw.rec, pw.cas, pw.base, append([]string(nil), pw.triggers...)
 		k.cache.mu.RUnlock()
+		// Noted before the Put: an attempt the store took can still
+		// answer a conflict (a retry of it by the store's client, or by
+		// failing over to another address) or nothing at all.
+		k.cache.mu.Lock()
+		pw.mayHaveLanded(rec)
+		k.cache.mu.Unlock()
 		ctx, cancel := k.budget.storeCtx()
 		v, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), cas)
 		cancel()
@@ -100,9 +107,6 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 			return rec.tok, nil, true
 		}
 		if !errors.Is(err, kv.ErrConflict) {
-			k.cache.mu.Lock()
-			pw.mayHaveLanded(rec)
-			k.cache.mu.Unlock()
 			return Token{}, err, false
 		}
 		cur, cv, err := k.peek(key)
@@ -154,7 +158,9 @@ func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers 
 	now := k.now()
 	mine := false
 	k.cache.update(key, func(e *entry) {
-		if e.pending != pw && e.pending != nil {
+		if e.pending != pw && (e.pending != nil || e.version > v) {
+			// Another set to write, or the connection changed here
+			// (a disconnect, a reconnect) once rec had landed.
 			return
 		}
 		if e.pending == pw && (pw.rec.tok.RefreshToken != rec.tok.RefreshToken || pw.rec.tok.AccessToken != rec.tok.AccessToken) {
