@@ -99,9 +99,13 @@ func (k *Keeper) run(j job) (Token, error) {
 	s := k.takeSlot(j.key, due, j.p)
 	defer s.free()
 	giveUp := k.now().Add(k.budget.lease + k.budget.skew)
-	looks := 0
+	looks, settled := 0, false
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
+			if !settled && k.settle(j.key, e.pending) {
+				settled = true
+				continue
+			}
 			return k.refreshUnsaved(j, e.pending)
 		}
 		rec, version, err := k.read(j.key)

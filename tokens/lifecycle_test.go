@@ -1105,3 +1105,52 @@ func TestLateWriteAnswerDoesNotUndoALocalChange(t *testing.T) {
 		})
 	}
 }
+
+// A write whose answer is lost puts the token set in the store with no
+// lease, where another replica can take one and redeem its refresh token.
+// This replica must not redeem the same refresh token from memory when it
+// can reach the store: it settles its write first, then refreshes through
+// the store like any other replica. Once after the other replica's
+// refresh, once while that refresh holds the lease.
+func TestLostAnswerThenAnotherReplicaRefreshes(t *testing.T) {
+	for _, during := range []bool{false, true} {
+		t.Run(fmt.Sprint("during the other's refresh=", during), func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			var lose, armed atomic.Bool
+			shared := newFileStore(t)
+			fs := &faultStore{Store: shared, loseAnswer: func(string, int64) bool { return lose.CompareAndSwap(true, false) }}
+			ca := NewCache()
+			a := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: ca})
+			b := NewKeeper(Options{Store: shared, Now: clk.Now, Cache: NewCache()})
+			t.Cleanup(func() { ca.Close(time.Second); a.Wait(); b.Wait() })
+			r := &scopedRefresher{now: clk.Now, current: "rt-0"}
+			seed(t, a, "at-0", "rt-0", clk.Now().Add(time.Minute))
+			clk.Add(2 * time.Minute)
+			armed.Store(true)
+			fs.onPut = func() { lose.Store(armed.Load() && r.n.Load() == 1) } // rt-1's write lands, unanswered
+			if _, err := a.Token(context.Background(), demo, r, policy); err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(false)
+			if e, _ := ca.get(demo); e.pending == nil || stored(t, shared, demo)["refresh_token"] != "rt-1" {
+				t.Fatal("want rt-1 in the store and pending here")
+			}
+			bDone := make(chan error, 1)
+			if during {
+				r.delay = 300 * time.Millisecond // B's token request is under way when A asks
+				go func() { _, err := b.TokenFor(context.Background(), demo, r, policy, sharepoint); bDone <- err }()
+				for stored(t, shared, demo)["lease_holder"] == "" {
+					time.Sleep(5 * time.Millisecond)
+				}
+			} else {
+				_, err := b.TokenFor(context.Background(), demo, r, policy, sharepoint)
+				bDone <- err
+			}
+			_, errA := a.TokenFor(context.Background(), demo, r, policy, sharepoint)
+			if err := <-bDone; err != nil || errA != nil {
+				t.Fatalf("B: %v; A: %v", err, errA)
+			}
+			r.checkEachRedeemedOnce(t)
+		})
+	}
+}

@@ -285,9 +285,13 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 	defer s.free()
 	scopes := strings.Fields(sk.scopes)
 	giveUp := k.now().Add(k.budget.lease + k.budget.skew)
-	looks := 0
+	looks, settled := 0, false
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
+			if !settled && k.settle(j.key, e.pending) {
+				settled = true
+				continue
+			}
 			return k.scopedUnsaved(j, sk, r, scopes, e.pending)
 		}
 		rec, version, err := k.read(j.key)

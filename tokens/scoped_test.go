@@ -161,6 +161,12 @@ func TestScopedAndPrimaryRefreshesDoNotOverlap(t *testing.T) {
 		}
 		wg.Wait()
 	}
+	r.checkEachRedeemedOnce(t)
+}
+
+// checkEachRedeemedOnce fails t if a refresh token was sent twice.
+func (r *scopedRefresher) checkEachRedeemedOnce(t *testing.T) {
+	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seen := map[string]bool{}

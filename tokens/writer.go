@@ -117,6 +117,12 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 		ours := cur.tok.RefreshToken != "" && slices.Contains(pw.unsure, unsureHash(cur.tok.RefreshToken))
 		k.cache.mu.RUnlock()
 		switch {
+		case ours && cur.tok.RefreshToken == rec.tok.RefreshToken && cur.lease.heldBy(k.cache.holder, k.now(), k.budget.skew):
+			// This very set landed, and another replica has taken a
+			// lease on it to refresh it: its successor will follow.
+			k.drop(key, pw)
+			k.remember(key, cur.tok, cv)
+			return cur.tok, nil, true
 		case cur.state != Active || cur.tok.Generation != rec.tok.Generation:
 			// Disconnected, reconnected or imported meanwhile: this
 			// token set belongs to a grant that is gone.
@@ -185,6 +191,25 @@ func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers 
 	k.log.Info("token refreshed", zap.String("connection", key.String()),
 		zap.Time("expiry", rec.tok.Expiry), zap.Bool("rotated", rec.tok.RefreshToken != pw.base))
 	return false
+}
+
+// settle tries once, before a refresh redeems pw's refresh token from
+// memory, to write pw, if a write of it was tried already: the store may
+// hold it then, with no lease, where another replica could redeem the same
+// refresh token. It reports whether the store answered (pw written, or
+// the store's newer state taken); the refresh then goes through the store
+// and its lease like any other. If the store does not answer, the refresh
+// from memory goes ahead: that is the store outage README.md says no
+// lease covers.
+func (k *Keeper) settle(key Key, pw *pendingWrite) bool {
+	k.cache.mu.RLock()
+	tried := slices.Contains(pw.unsure, unsureHash(pw.rec.tok.RefreshToken))
+	k.cache.mu.RUnlock()
+	if !tried {
+		return false
+	}
+	_, _, ok := k.cache.writeVia.Load().write(key, pw)
+	return ok
 }
 
 // drop forgets pw if it is still the connection's pending write.
