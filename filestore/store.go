@@ -1,6 +1,9 @@
 // Package filestore is the embedded, zero-setup record store: each record is
 // a file below a directory, sealed with AES-256-GCM under a key kept beside
 // it. It serves one process; replicas that must share connections use Vault.
+// Its writes are serialized all the same with other processes on the same
+// directory, where the platform has advisory file locks, so that two
+// processes pointed at one directory do not break check-and-set.
 package filestore
 
 import (
@@ -30,13 +33,61 @@ const KeySize = 32
 
 const ext = ".rec"
 
-// Store is a kv.Store on the local file system. It is safe for concurrent use
-// within one process.
+// Store is a kv.Store on the local file system. It is safe for concurrent
+// use, also by other Store values on the same directory (a reload opens
+// one) and by other processes sharing it.
 type Store struct {
 	dir  string
 	aead cipher.AEAD
 
-	mu sync.Mutex // serializes check-and-set writes and deletes
+	lock *dirLock // serializes check-and-set writes and deletes
+}
+
+// dirLock serializes the writes to one directory: mu within this process,
+// an advisory lock on f (a file in the directory, where the platform has
+// one) across processes. One serves all Store values on a directory.
+type dirLock struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// dirLocks holds a dirLock per directory (its absolute, cleaned path).
+var dirLocks sync.Map
+
+// lockOf returns dir's dirLock, opening its lock file on first use.
+func lockOf(dir string) (*dirLock, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if l, ok := dirLocks.Load(abs); ok {
+		return l.(*dirLock), nil
+	}
+	f, err := os.OpenFile(filepath.Join(abs, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	l, loaded := dirLocks.LoadOrStore(abs, &dirLock{f: f})
+	if loaded {
+		f.Close()
+	}
+	return l.(*dirLock), nil
+}
+
+// lockName is the lock file's name: never a record's (those end in ext).
+const lockName = ".lock"
+
+// hold takes l: first within the process, then across processes.
+func (l *dirLock) hold() (release func(), err error) {
+	l.mu.Lock()
+	if err := flock(l.f); err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
+	return func() {
+		funlock(l.f)
+		l.mu.Unlock()
+	}, nil
 }
 
 // New opens (creating if needed) a store in dir, sealed with key.
@@ -55,7 +106,11 @@ func New(dir string, key []byte) (*Store, error) {
 	if err := mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("filestore: creating %s: %w", dir, err)
 	}
-	return &Store{dir: dir, aead: aead}, nil
+	lock, err := lockOf(dir)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: lock file in %s: %w", dir, err)
+	}
+	return &Store{dir: dir, aead: aead, lock: lock}, nil
 }
 
 // Location names the store: its directory.
@@ -253,8 +308,11 @@ func (s *Store) Put(_ context.Context, p string, data map[string]string, cas int
 	if err != nil {
 		return 0, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	release, err := s.lock.hold()
+	if err != nil {
+		return 0, fmt.Errorf("filestore: writing %s: %w", p, err)
+	}
+	defer release()
 	cur, err := s.read(loc, p)
 	if err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return 0, err
@@ -285,8 +343,11 @@ func (s *Store) Delete(_ context.Context, p string) error {
 		return err
 	}
 	name := loc.file
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	release, err := s.lock.hold()
+	if err != nil {
+		return fmt.Errorf("filestore: deleting %s: %w", p, err)
+	}
+	defer release()
 	err = os.Remove(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

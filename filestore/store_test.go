@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/kv"
@@ -173,9 +174,10 @@ func TestWritesLeaveNoTemporaryFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := filepath.FromSlash("/new/records/tokens/a/b.rec")
-	if len(files) != 1 || files[0] != want {
-		t.Fatalf("files = %v, want [%s]", files, want)
+	// The record, and the lock file that serializes writes.
+	want := []string{filepath.FromSlash("/new/records/" + lockName), filepath.FromSlash("/new/records/tokens/a/b.rec")}
+	if !slices.Equal(files, want) {
+		t.Fatalf("files = %v, want %v", files, want)
 	}
 }
 
@@ -401,5 +403,55 @@ func TestRecordsWithoutNames(t *testing.T) {
 	}
 	if e, err := s.Get(ctx, "tokens/demo/alice"); err != nil || e.Version != 4 || e.Data["access_token"] != "new" {
 		t.Fatalf("Get after update = %+v, %v", e, err)
+	}
+}
+
+// Check-and-set holds across Store values on one directory (a reload opens
+// a second) and across processes sharing it (here a Store with a lock of
+// its own, as another process has, so that only the file lock serializes
+// the two): of two writes at one version, exactly one succeeds.
+func TestCheckAndSetAcrossStores(t *testing.T) {
+	dir := t.TempDir()
+	key := bytes.Repeat([]byte{1}, KeySize)
+	a, err := New(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	other := &Store{dir: a.dir, aead: a.aead, lock: &dirLock{f: f}}
+	ctx := context.Background()
+	for name, pair := range map[string][2]*Store{"reloaded": {a, b}, "another process": {a, other}} {
+		for i := range 100 {
+			p := fmt.Sprint("tokens/", i)
+			if _, err := a.Put(ctx, p, map[string]string{"k": "0"}, 0); err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var wins atomic.Int32
+			for _, s := range pair {
+				wg.Go(func() {
+					_, err := s.Put(ctx, p, map[string]string{"k": "1"}, 1)
+					switch {
+					case err == nil:
+						wins.Add(1)
+					case !errors.Is(err, kv.ErrConflict):
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			if n := wins.Load(); n != 1 {
+				t.Fatalf("%s: %d of two writes at version 1 succeeded", name, n)
+			}
+			a.Delete(ctx, p)
+		}
 	}
 }
