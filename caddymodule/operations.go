@@ -153,7 +153,16 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 		}
 		rev = revocationOf(ok, revokeErr)
 	}
-	if err := a.keeper.Disconnect(ctx, key); err != nil {
+	// Only the grant read above ends: one the person made while its
+	// revocation was under way stays.
+	end := func() error { return a.keeper.DisconnectGrant(ctx, key, tok.Generation) }
+	if err != nil {
+		end = func() error { return a.keeper.Disconnect(ctx, key) }
+	}
+	if err := end(); errors.Is(err, tokens.ErrReplaced) {
+		log.Info("not disconnected: the connection was authorized again meanwhile", zap.String("revocation", rev.Reason))
+		return rev, err
+	} else if err != nil {
 		log.Error("disconnecting", zap.Error(err))
 		return revocation{}, err
 	}

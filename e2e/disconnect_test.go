@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/faultproxy"
 )
 
 // TestDisconnect: DELETE on a connector revokes the grant at the provider
@@ -89,5 +92,56 @@ func TestDisconnectForm(t *testing.T) {
 	resp := post("same-origin", "http://localhost:9080")
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/oauth/" || f.s.stored(t, "demo") != nil {
 		t.Fatalf("same-origin form: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// TestReconnectDuringDisconnect: a disconnect ends the grant whose tokens
+// it read and revoked, not one the person made while the revocation was
+// under way. The revocation request is held at Hydra's door while the
+// person connects again; then Hydra revokes the old grant. The DELETE
+// answers 409 reconnected, Vault keeps the new grant, and the app's
+// requests carry its token, which Hydra still honours.
+func TestReconnectDuringDisconnect(t *testing.T) {
+	h := newHydra(t)
+	revoke := faultproxy.NewHTTP(t, h.PublicURL, nil)
+	revoke.Set(faultproxy.Fault{Hang: true})
+	f := newFixtureWith(t, "client_secret_basic", sidecarOptions{connector: "revocation_url " + revoke.URL + "/oauth2/revoke"})
+	connect(t, f.s, newBrowser())
+	old := f.s.stored(t, "demo")
+
+	type answer struct {
+		status int
+		body   string
+	}
+	deleted := make(chan answer, 1)
+	go func() {
+		resp, body := newBrowser().do(t, "DELETE", f.s.base+"/oauth/connectors/demo", "", "")
+		deleted <- answer{resp.StatusCode, body}
+	}()
+	if !waitUntil(10*time.Second, func() bool { return revoke.InFlight("") > 0 }) {
+		t.Fatal("the disconnect sent no revocation request")
+	}
+	connect(t, f.s, newBrowser())
+	reconnected := f.s.stored(t, "demo")
+	if reconnected == nil || reconnected["generation"] == old["generation"] {
+		t.Fatal("the reconnect made no new grant")
+	}
+	revoke.Clear()
+	revoke.Release()
+	a := <-deleted
+	if a.status != http.StatusConflict || !strings.Contains(a.body, `"reconnected"`) {
+		t.Fatalf("DELETE: %d %s; want 409 reconnected", a.status, a.body)
+	}
+	if rec := f.s.stored(t, "demo"); rec == nil || rec["refresh_token"] != reconnected["refresh_token"] {
+		t.Fatalf("Vault no longer holds the new grant: %v", keys(rec))
+	}
+	if active, err := h.Active(old["access_token"].(string)); err != nil || active {
+		t.Fatalf("the old grant's access token is active after its revocation: %v, %v", active, err)
+	}
+	if resp, body := newBrowser().do(t, "GET", f.s.base+"/demo/items", "", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the app after it: %d %s", resp.StatusCode, body)
+	}
+	if got := f.up.last(t).Authorization; got != "Bearer "+reconnected["access_token"].(string) {
+		t.Fatal("the app's request did not carry the new grant's token")
 	}
 }

@@ -388,12 +388,29 @@ func (k *Keeper) replace(key Key, tok Token, connectedBy string) (Token, error) 
 // check-and-set at the version just read (so a concurrent writer's record
 // is read again, not blindly replaced), on a context of its own.
 func (k *Keeper) overwrite(key Key, rec record) (int, error) {
+	return k.overwriteIf(key, rec, nil)
+}
+
+// overwriteIf is overwrite if may, given the record the store holds,
+// allows it (nil: always), and ErrReplaced if it does not.
+func (k *Keeper) overwriteIf(key Key, rec record, may func(record) bool) (int, error) {
 	for range 5 {
 		ctx, cancel := k.budget.storeCtx()
 		e, err := k.store.Get(ctx, key.tokenPath())
 		cancel()
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			return 0, err
+		}
+		if may != nil {
+			cur := record{state: Disconnected}
+			if err == nil {
+				if cur, err = parseRecord(e.Data); err != nil {
+					return 0, err
+				}
+			}
+			if !may(cur) {
+				return 0, ErrReplaced
+			}
 		}
 		ctx, cancel = k.budget.storeCtx()
 		v, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), e.Version)
@@ -499,8 +516,31 @@ func (k *Keeper) Stored(ctx context.Context, key Key) (Token, error) {
 // can write it back, and any replica revalidating it learns that it is gone.
 // The record of the lease that releases before schema 3 kept is removed too.
 func (k *Keeper) Disconnect(ctx context.Context, key Key) error {
+	return k.disconnect(key, nil)
+}
+
+// ErrReplaced is DisconnectGrant's answer when the connection holds
+// another grant than the one to end (the person connected again
+// meanwhile): nothing was changed.
+var ErrReplaced = errors.New("the connection was authorized again meanwhile")
+
+// DisconnectGrant is Disconnect for the grant of generation only (the one
+// whose tokens the caller read, and revoked): a newer grant, made while
+// the revocation was under way, stays, and the answer is ErrReplaced.
+func (k *Keeper) DisconnectGrant(ctx context.Context, key Key, generation string) error {
+	return k.disconnect(key, func(cur record) bool {
+		return cur.tok.Generation == "" || cur.tok.Generation == generation
+	})
+}
+
+// disconnect tombstones the connection's record if ends, given the record
+// the store holds, says so (nil: whatever it holds).
+func (k *Keeper) disconnect(key Key, ends func(record) bool) error {
 	now := k.now()
-	v, err := k.overwrite(key, record{state: Disconnected, reason: "disconnected", since: now})
+	v, err := k.overwriteIf(key, record{state: Disconnected, reason: "disconnected", since: now}, ends)
+	if errors.Is(err, ErrReplaced) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("disconnecting: %w", err)
 	}

@@ -1154,3 +1154,33 @@ func TestLostAnswerThenAnotherReplicaRefreshes(t *testing.T) {
 		})
 	}
 }
+
+// A disconnect ends the grant whose tokens it read (and revoked): a grant
+// the person made meanwhile stays, and the caller hears so.
+func TestDisconnectGrantSparesANewerGrant(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := newFileStore(t)
+	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	old, err := k.Stored(context.Background(), demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed(t, k, "at-new", "rt-new", clk.Now().Add(time.Hour)) // reconnected during the revocation
+	if err := k.DisconnectGrant(context.Background(), demo, old.Generation); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("DisconnectGrant of the replaced grant: %v; want ErrReplaced", err)
+	}
+	if got := stored(t, fs, demo)["refresh_token"]; got != "rt-new" {
+		t.Fatalf("the store holds %q; want the new grant's rt-new", got)
+	}
+	if tok, err := k.Token(context.Background(), demo, nil, policy); err != nil || tok.AccessToken != "at-new" {
+		t.Fatalf("after it: %q, %v; want at-new", tok.AccessToken, err)
+	}
+	cur, _ := k.Stored(context.Background(), demo)
+	if err := k.DisconnectGrant(context.Background(), demo, cur.Generation); err != nil {
+		t.Fatalf("DisconnectGrant of the current grant: %v", err)
+	}
+	if d := stored(t, fs, demo); d["state"] != string(Disconnected) || d["refresh_token"] != "" {
+		t.Fatalf("the store holds state %q; want the tombstone", d["state"])
+	}
+}
