@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -285,7 +286,7 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 	defer s.free()
 	scopes := strings.Fields(sk.scopes)
 	giveUp := k.now().Add(k.budget.lease + k.budget.skew)
-	looks, settled := 0, false
+	looks, settled, replaced := 0, false, false
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
 			if !settled && k.settle(j.key, e.pending) {
@@ -353,10 +354,14 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 			// The write releases the lease and keeps a rotated
 			// refresh token, the connection's access token unchanged.
 			stored, err := k.commit(j, &pendingWrite{rec: record{tok: next}, cas: lv, base: rec.tok.RefreshToken, triggers: []string{"scoped"}})
+			if err == nil && stored.Generation != scoped.Generation && !replaced {
+				// Connected again meanwhile: the token belongs to a
+				// grant that is gone; the new one gets its own.
+				replaced = true
+				continue
+			}
 			if err != nil || stored.Generation != scoped.Generation {
-				// Replaced meanwhile: the token belongs to a grant
-				// that is gone.
-				return Token{}, ErrAuthorizationRequired
+				return Token{}, cmp.Or(err, ErrAuthorizationRequired)
 			}
 			k.keepScoped(sk, scoped, now)
 			return scoped, nil

@@ -425,3 +425,43 @@ func (b *beforeRefresh) RefreshScoped(ctx context.Context, rt string, scopes []s
 	b.before()
 	return b.scopedRefresher.RefreshScoped(ctx, rt, scopes)
 }
+
+// reconnectingRefresher is a scopedRefresher whose first scoped token
+// request coincides with the person connecting again (reconnect runs
+// while it is at the provider).
+type reconnectingRefresher struct {
+	*scopedRefresher
+	once      atomic.Bool
+	reconnect func()
+}
+
+func (r *reconnectingRefresher) RefreshScoped(ctx context.Context, rt string, scopes []string) (*oauth2.Token, error) {
+	tok, err := r.scopedRefresher.RefreshScoped(ctx, rt, scopes)
+	if r.once.CompareAndSwap(false, true) {
+		r.reconnect()
+	}
+	return tok, err
+}
+
+// A scoped token obtained from a grant replaced while its request was at
+// the provider is not used; the request gets one from the new grant rather
+// than being told to authorize.
+func TestScopedTokenAcrossAReconnect(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	k := NewKeeper(Options{Store: newFileStore(t), Now: clk.Now, Cache: NewCache()})
+	seed(t, k, "at-0", "rt-0", clk.Now().Add(time.Hour))
+	r := &reconnectingRefresher{scopedRefresher: &scopedRefresher{now: clk.Now, current: "rt-0"}}
+	r.reconnect = func() {
+		seed(t, k, "at-new", "rt-new", clk.Now().Add(time.Hour))
+		r.mu.Lock()
+		r.current = "rt-new"
+		r.mu.Unlock()
+	}
+	tok, err := k.TokenFor(context.Background(), demo, r, policy, sharepoint)
+	if err != nil {
+		t.Fatalf("TokenFor across a reconnect: %v", err)
+	}
+	if r.calls[len(r.calls)-1] != "rt-new "+sharepoint[0] || tok.AccessToken == "" {
+		t.Fatalf("the token %q does not come from the new grant (requests %q)", tok.AccessToken, r.calls)
+	}
+}
