@@ -159,7 +159,7 @@ func (a *App) adminDisconnect(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("connector %s has no connection", c.name)}
 	}
 	if errors.Is(err, tokens.ErrReplaced) {
-		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("connector %s: %w; the new authorization stays", c.name, err)}
+		return writeJSON(w, http.StatusConflict, notDisconnected(c.name, rev))
 	}
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}

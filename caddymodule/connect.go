@@ -507,8 +507,7 @@ func (h *ConnectHandler) disconnect(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, tokens.ErrAuthorizationRequired):
 		writeJSON(w, http.StatusNotFound, apiError{Error: "not_connected", Connector: c.name})
 	case errors.Is(err, tokens.ErrReplaced):
-		writeJSON(w, http.StatusConflict, apiError{Error: "reconnected", Connector: c.name,
-			Message: "the connection was authorized again while it was being disconnected; the new authorization stays"})
+		writeJSON(w, http.StatusConflict, notDisconnected(c.name, rev))
 	case err != nil:
 		writeUnavailable(w, 5*time.Second, apiError{Error: "store_unavailable", Connector: c.name, Message: "could not delete the connection; try again"})
 	default:

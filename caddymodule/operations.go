@@ -181,3 +181,12 @@ func (a *App) disconnect(ctx context.Context, c *Connector, subject, by string) 
 func disconnected(rev revocation) map[string]any {
 	return map[string]any{"disconnected": true, "revoked": rev.Revoked, "revocation": rev.Reason}
 }
+
+// notDisconnected answers a disconnect that found the connection
+// authorized again while the old grant's revocation was under way: the
+// old grant was revoked (as rev says), the new one's record stays.
+func notDisconnected(connector string, rev revocation) map[string]any {
+	return map[string]any{"error": "reconnected", "connector": connector, "disconnected": false,
+		"revoked": rev.Revoked, "revocation": rev.Reason,
+		"message": "the connection was authorized again while it was being disconnected: the earlier grant was revoked as revocation says, and the new authorization was kept (a provider whose revocation ends all of the app's grants for the user ends it too)"}
+}

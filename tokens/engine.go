@@ -102,7 +102,7 @@ func (k *Keeper) run(j job) (Token, error) {
 	looks, settled := 0, false
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
-			if !settled && k.settle(j.key, e.pending) {
+			if !settled && k.settle(j, e.pending) {
 				settled = true
 				continue
 			}

@@ -402,13 +402,13 @@ func (k *Keeper) overwriteIf(key Key, rec record, may func(record) bool) (int, e
 			return 0, err
 		}
 		if may != nil {
-			cur := record{state: Disconnected}
+			cur, perr := record{state: Disconnected}, error(nil)
 			if err == nil {
-				if cur, err = parseRecord(e.Data); err != nil {
-					return 0, err
-				}
+				cur, perr = parseRecord(e.Data)
 			}
-			if !may(cur) {
+			// A record that cannot be read names no grant: it is
+			// overwritten all the same.
+			if perr == nil && !may(cur) {
 				return 0, ErrReplaced
 			}
 		}
@@ -539,6 +539,7 @@ func (k *Keeper) disconnect(key Key, ends func(record) bool) error {
 	now := k.now()
 	v, err := k.overwriteIf(key, record{state: Disconnected, reason: "disconnected", since: now}, ends)
 	if errors.Is(err, ErrReplaced) {
+		k.Forget(key) // the cache may hold the revoked grant: read the new one
 		return err
 	}
 	if err != nil {

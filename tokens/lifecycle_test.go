@@ -1047,26 +1047,43 @@ func (s *retriedStore) Put(ctx context.Context, p string, d map[string]string, c
 // A write the store took whose retry by the store's client then answers a
 // conflict is still this chain's own: if the set it wrote was refreshed
 // from memory meanwhile, the newest set goes over it rather than the spent
-// refresh token staying in the store.
+// refresh token staying in the store; also when another replica has taken
+// a lease on the set that landed (its refresh of that spent refresh token
+// then finds the newest set).
 func TestRetriedWriteMeetsItself(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	st := &retriedStore{Store: newFileStore(t)}
-	k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
-	pw := rotatedUnsaved(t, k, clk.Now().Add(time.Hour)) // the store: rt-0, spent; pending: rt-1
-	st.between = func() {                                // rt-1 is redeemed from memory for rt-2 before the retry
-		k.cache.update(demo, func(e *entry) {
-			pw.rec.tok.AccessToken, pw.rec.tok.RefreshToken = "at-2", "rt-2"
-			e.tok = pw.rec.tok
+	for _, leased := range []bool{false, true} {
+		t.Run(fmt.Sprint("leased by another replica=", leased), func(t *testing.T) {
+			clk := &clock{t: time.Now()}
+			shared := newFileStore(t)
+			st := &retriedStore{Store: shared}
+			k := NewKeeper(Options{Store: st, Now: clk.Now, Cache: NewCache()})
+			other := NewKeeper(Options{Store: shared, Now: clk.Now, Cache: NewCache()})
+			pw := rotatedUnsaved(t, k, clk.Now().Add(time.Hour)) // the store: rt-0, spent; pending: rt-1
+			st.between = func() {                                // rt-1 is redeemed from memory for rt-2 before the retry
+				k.cache.update(demo, func(e *entry) {
+					pw.rec.tok.AccessToken, pw.rec.tok.RefreshToken = "at-2", "rt-2"
+					e.tok = pw.rec.tok
+				})
+				if leased {
+					rec, v, err := other.read(demo)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, _, err := other.takeLease(demo, rec, v); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err, ok := k.write(demo, pw); err != nil || !ok {
+				t.Fatalf("write: %v, %v", err, ok)
+			}
+			if got := stored(t, shared, demo)["refresh_token"]; got != "rt-2" {
+				t.Fatalf("the store holds %q; want rt-2, the only refresh token not spent", got)
+			}
+			if e, _ := k.cache.get(demo); e.pending != nil || e.tok.RefreshToken != "rt-2" {
+				t.Fatalf("cache: pending %v, refresh token %q", e.pending != nil, e.tok.RefreshToken)
+			}
 		})
-	}
-	if _, err, ok := k.write(demo, pw); err != nil || !ok {
-		t.Fatalf("write: %v, %v", err, ok)
-	}
-	if got := stored(t, st.Store, demo)["refresh_token"]; got != "rt-2" {
-		t.Fatalf("the store holds %q; want rt-2, the only refresh token not spent", got)
-	}
-	if e, _ := k.cache.get(demo); e.pending != nil || e.tok.RefreshToken != "rt-2" {
-		t.Fatalf("cache: pending %v, refresh token %q", e.pending != nil, e.tok.RefreshToken)
 	}
 }
 
@@ -1182,5 +1199,28 @@ func TestDisconnectGrantSparesANewerGrant(t *testing.T) {
 	}
 	if d := stored(t, fs, demo); d["state"] != string(Disconnected) || d["refresh_token"] != "" {
 		t.Fatalf("the store holds state %q; want the tombstone", d["state"])
+	}
+}
+
+// settle asks the store once per refresh token: during an outage where the
+// store answers nothing, only the first refresh from memory of a given
+// refresh token waits for it.
+func TestSettleOncePerRefreshToken(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	fs := &faultStore{Store: newFileStore(t)}
+	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
+	pw := rotatedUnsaved(t, k, clk.Now().Add(time.Minute))
+	fs.failPut = func(string, int64) bool { return true }
+	k.write(demo, pw) // tried, failed: rt-1 may be in the store
+	clk.Add(2 * time.Minute)
+	j := job{key: demo, p: policy, want: proactive(policy)}
+	for i, want := range []int64{1, 0} {
+		before := fs.puts.Load()
+		if k.settle(j, pw) {
+			t.Fatal("settled with a store that fails every write")
+		}
+		if n := fs.puts.Load() - before; n != want {
+			t.Fatalf("settle %d wrote %d times; want %d", i+1, n, want)
+		}
 	}
 }

@@ -289,7 +289,7 @@ func (k *Keeper) scopedRun(j job, sk scopedKey, r ScopedRefresher, want func(Tok
 	looks, settled, replaced := 0, false, false
 	for {
 		if e, _ := k.cache.get(j.key); e.pending != nil {
-			if !settled && k.settle(j.key, e.pending) {
+			if !settled && k.settle(j, e.pending) {
 				settled = true
 				continue
 			}

@@ -38,6 +38,9 @@ type pendingWrite struct {
 	// write (a refresh token the provider issued to this process), not
 	// another replica's refresh.
 	unsure []uint64
+	// settledFor is the hash of the refresh token settle last tried to
+	// write before a refresh from memory.
+	settledFor uint64
 }
 
 // maxUnsure bounds pendingWrite.unsure. The first entry stays (an outage
@@ -115,9 +118,10 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 		}
 		k.cache.mu.RLock()
 		ours := cur.tok.RefreshToken != "" && slices.Contains(pw.unsure, unsureHash(cur.tok.RefreshToken))
+		unmoved := pw.rec.tok.RefreshToken == cur.tok.RefreshToken // not refreshed from memory since
 		k.cache.mu.RUnlock()
 		switch {
-		case ours && cur.tok.RefreshToken == rec.tok.RefreshToken && cur.lease.heldBy(k.cache.holder, k.now(), k.budget.skew):
+		case ours && unmoved && cur.lease.heldBy(k.cache.holder, k.now(), k.budget.skew):
 			// This very set landed, and another replica has taken a
 			// lease on it to refresh it: its successor will follow.
 			k.drop(key, pw)
@@ -193,21 +197,28 @@ func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers 
 	return false
 }
 
-// settle tries once, before a refresh redeems pw's refresh token from
+// settle tries once per refresh token, before a refresh redeems pw's from
 // memory, to write pw, if a write of it was tried already: the store may
 // hold it then, with no lease, where another replica could redeem the same
 // refresh token. It reports whether the store answered (pw written, or
 // the store's newer state taken); the refresh then goes through the store
 // and its lease like any other. If the store does not answer, the refresh
-// from memory goes ahead: that is the store outage README.md says no
-// lease covers.
-func (k *Keeper) settle(key Key, pw *pendingWrite) bool {
-	k.cache.mu.RLock()
-	tried := slices.Contains(pw.unsure, unsureHash(pw.rec.tok.RefreshToken))
-	k.cache.mu.RUnlock()
-	if !tried {
+// from memory goes ahead (and the next one for the same refresh token does
+// not wait for the store again): that is the store outage README.md says
+// no lease covers.
+func (k *Keeper) settle(j job, pw *pendingWrite) bool {
+	k.cache.mu.Lock()
+	h := unsureHash(pw.rec.tok.RefreshToken)
+	// A scoped token request (no want) always redeems.
+	try := h != pw.settledFor && slices.Contains(pw.unsure, h) && (j.want == nil || j.want(pw.rec.tok, k.now()))
+	if try {
+		pw.settledFor = h
+	}
+	k.cache.mu.Unlock()
+	if !try {
 		return false
 	}
+	key := j.key
 	_, _, ok := k.cache.writeVia.Load().write(key, pw)
 	return ok
 }
@@ -272,9 +283,10 @@ func (k *Keeper) startWriter(key Key, pw *pendingWrite) {
 
 // refreshUnsaved refreshes a connection whose latest token set the store
 // has not taken yet, with that set's refresh token and no store request
-// (the store may be down). It needs no lease: that refresh token was issued
-// to this process alone and has never been in the store, so no other
-// replica can redeem it, and this process runs one job per connection.
+// (the store may be down). It takes no lease: that refresh token was
+// issued to this process alone, this process runs one job per connection,
+// and a write of it that may have landed was settled first where the
+// store answered (settle), so no other replica holds it.
 func (k *Keeper) refreshUnsaved(j job, pw *pendingWrite) (Token, error) {
 	k.cache.mu.RLock()
 	rec := pw.rec
