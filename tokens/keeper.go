@@ -391,9 +391,12 @@ func (k *Keeper) overwrite(key Key, rec record) (int, error) {
 	return k.overwriteIf(key, rec, nil)
 }
 
-// overwriteIf is overwrite if may, given the record the store holds,
-// allows it (nil: always), and ErrReplaced if it does not.
-func (k *Keeper) overwriteIf(key Key, rec record, may func(record) bool) (int, error) {
+// overwriteIf is overwrite if may, given the generation the store's
+// record holds ("" for none), allows it (nil: always), and ErrReplaced if
+// it does not. The generation is read from the record's fields as they
+// are, so that a record this build cannot parse (damaged, or of a newer
+// schema) still names its grant.
+func (k *Keeper) overwriteIf(key Key, rec record, may func(generation string) bool) (int, error) {
 	for range 5 {
 		ctx, cancel := k.budget.storeCtx()
 		e, err := k.store.Get(ctx, key.tokenPath())
@@ -401,16 +404,8 @@ func (k *Keeper) overwriteIf(key Key, rec record, may func(record) bool) (int, e
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			return 0, err
 		}
-		if may != nil {
-			cur, perr := record{state: Disconnected}, error(nil)
-			if err == nil {
-				cur, perr = parseRecord(e.Data)
-			}
-			// A record that cannot be read names no grant: it is
-			// overwritten all the same.
-			if perr == nil && !may(cur) {
-				return 0, ErrReplaced
-			}
+		if may != nil && !may(e.Data["generation"]) {
+			return 0, ErrReplaced
 		}
 		ctx, cancel = k.budget.storeCtx()
 		v, err := k.store.Put(ctx, key.tokenPath(), rec.fields(), e.Version)
@@ -528,14 +523,13 @@ var ErrReplaced = errors.New("the connection was authorized again meanwhile")
 // whose tokens the caller read, and revoked): a newer grant, made while
 // the revocation was under way, stays, and the answer is ErrReplaced.
 func (k *Keeper) DisconnectGrant(ctx context.Context, key Key, generation string) error {
-	return k.disconnect(key, func(cur record) bool {
-		return cur.tok.Generation == "" || cur.tok.Generation == generation
-	})
+	return k.disconnect(key, func(stored string) bool { return stored == "" || stored == generation })
 }
 
-// disconnect tombstones the connection's record if ends, given the record
-// the store holds, says so (nil: whatever it holds).
-func (k *Keeper) disconnect(key Key, ends func(record) bool) error {
+// disconnect tombstones the connection's record if ends, given the
+// generation the store's record holds ("" for none), says so (nil:
+// whatever it holds).
+func (k *Keeper) disconnect(key Key, ends func(generation string) bool) error {
 	now := k.now()
 	v, err := k.overwriteIf(key, record{state: Disconnected, reason: "disconnected", since: now}, ends)
 	if errors.Is(err, ErrReplaced) {

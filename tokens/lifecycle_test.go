@@ -1202,10 +1202,11 @@ func TestDisconnectGrantSparesANewerGrant(t *testing.T) {
 	}
 }
 
-// settle asks the store once per refresh token: during an outage where the
-// store answers nothing, only the first refresh from memory of a given
-// refresh token waits for it.
-func TestSettleOncePerRefreshToken(t *testing.T) {
+// settle asks the store before each refresh from memory, except for a
+// while after it found no answer for the same refresh token: during an
+// outage where the store answers nothing, not every refresh waits for it,
+// and once the store may be back it is asked again.
+func TestSettleAsksAgainAfterAWhile(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	fs := &faultStore{Store: newFileStore(t)}
 	k := NewKeeper(Options{Store: fs, Now: clk.Now, Cache: NewCache()})
@@ -1214,13 +1215,44 @@ func TestSettleOncePerRefreshToken(t *testing.T) {
 	k.write(demo, pw) // tried, failed: rt-1 may be in the store
 	clk.Add(2 * time.Minute)
 	j := job{key: demo, p: policy, want: proactive(policy)}
-	for i, want := range []int64{1, 0} {
+	for i, c := range []struct {
+		after  time.Duration
+		writes int64
+	}{{0, 1}, {time.Second, 0}, {writeRetryMax, 1}} {
+		clk.Add(c.after)
 		before := fs.puts.Load()
 		if k.settle(j, pw) {
 			t.Fatal("settled with a store that fails every write")
 		}
-		if n := fs.puts.Load() - before; n != want {
-			t.Fatalf("settle %d wrote %d times; want %d", i+1, n, want)
+		if n := fs.puts.Load() - before; n != c.writes {
+			t.Fatalf("settle %d, %v after the one before, wrote %d times; want %d", i+1, c.after, n, c.writes)
 		}
+	}
+}
+
+// A disconnect reads the generation from the record's fields as they are:
+// a grant stored by a newer build (a schema this one cannot parse) is not
+// ended by a disconnect of an older grant, while an unreadable record of
+// the same grant still is.
+func TestDisconnectGrantReadsUnparsableRecords(t *testing.T) {
+	fs := newFileStore(t)
+	k := NewKeeper(Options{Store: fs, Cache: NewCache()})
+	put := func(fields map[string]string) {
+		t.Helper()
+		e, _ := fs.Get(context.Background(), demo.tokenPath())
+		if _, err := fs.Put(context.Background(), demo.tokenPath(), fields, e.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(map[string]string{"schema": "4", "generation": "g-newer", "access_token": "at-x"})
+	if err := k.DisconnectGrant(context.Background(), demo, "g-old"); !errors.Is(err, ErrReplaced) {
+		t.Fatalf("disconnecting g-old over a newer build's g-newer: %v; want ErrReplaced", err)
+	}
+	put(map[string]string{"schema": "3", "generation": "g-old", "expiry": "not a time", "access_token": "at-y"})
+	if err := k.DisconnectGrant(context.Background(), demo, "g-old"); err != nil {
+		t.Fatalf("disconnecting an unreadable record of g-old: %v", err)
+	}
+	if d := stored(t, fs, demo); d["state"] != string(Disconnected) {
+		t.Fatalf("the store holds state %q; want the tombstone", d["state"])
 	}
 }

@@ -38,9 +38,11 @@ type pendingWrite struct {
 	// write (a refresh token the provider issued to this process), not
 	// another replica's refresh.
 	unsure []uint64
-	// settledFor is the hash of the refresh token settle last tried to
-	// write before a refresh from memory.
-	settledFor uint64
+	// unanswered and unansweredAt are the hash of the refresh token
+	// settle last failed to write, and when: for writeRetryMax after, the
+	// refreshes from memory of that token do not wait for the store again.
+	unanswered   uint64
+	unansweredAt time.Time
 }
 
 // maxUnsure bounds pendingWrite.unsure. The first entry stays (an outage
@@ -121,11 +123,9 @@ func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool
 		unmoved := pw.rec.tok.RefreshToken == cur.tok.RefreshToken // not refreshed from memory since
 		k.cache.mu.RUnlock()
 		switch {
-		case ours && unmoved && cur.lease.heldBy(k.cache.holder, k.now(), k.budget.skew):
+		case ours && unmoved && cur.lease.heldBy(k.cache.holder, k.now(), k.budget.skew) && k.yieldTo(key, pw, cur.tok, cv):
 			// This very set landed, and another replica has taken a
 			// lease on it to refresh it: its successor will follow.
-			k.drop(key, pw)
-			k.remember(key, cur.tok, cv)
 			return cur.tok, nil, true
 		case cur.state != Active || cur.tok.Generation != rec.tok.Generation:
 			// Disconnected, reconnected or imported meanwhile: this
@@ -197,30 +197,50 @@ func (k *Keeper) written(key Key, pw *pendingWrite, rec record, v int, triggers 
 	return false
 }
 
-// settle tries once per refresh token, before a refresh redeems pw's from
-// memory, to write pw, if a write of it was tried already: the store may
-// hold it then, with no lease, where another replica could redeem the same
-// refresh token. It reports whether the store answered (pw written, or
-// the store's newer state taken); the refresh then goes through the store
-// and its lease like any other. If the store does not answer, the refresh
-// from memory goes ahead (and the next one for the same refresh token does
-// not wait for the store again): that is the store outage README.md says
-// no lease covers.
+// settle tries, before a refresh redeems pw's refresh token from memory,
+// to write pw, if a write of it was tried already: the store may hold it
+// then, with no lease, where another replica could redeem the same refresh
+// token. It reports whether the store answered (pw written, or the store's
+// newer state taken); the refresh then goes through the store and its
+// lease like any other. If the store does not answer, the refresh from
+// memory goes ahead (and those of the same refresh token in the next
+// writeRetryMax do not wait for the store again): that is the store outage
+// README.md says no lease covers.
 func (k *Keeper) settle(j job, pw *pendingWrite) bool {
-	k.cache.mu.Lock()
+	now := k.now()
+	k.cache.mu.RLock()
 	h := unsureHash(pw.rec.tok.RefreshToken)
 	// A scoped token request (no want) always redeems.
-	try := h != pw.settledFor && slices.Contains(pw.unsure, h) && (j.want == nil || j.want(pw.rec.tok, k.now()))
-	if try {
-		pw.settledFor = h
-	}
-	k.cache.mu.Unlock()
+	try := slices.Contains(pw.unsure, h) && (j.want == nil || j.want(pw.rec.tok, now)) &&
+		(h != pw.unanswered || now.Sub(pw.unansweredAt) >= writeRetryMax)
+	k.cache.mu.RUnlock()
 	if !try {
 		return false
 	}
 	key := j.key
 	_, _, ok := k.cache.writeVia.Load().write(key, pw)
+	if !ok {
+		k.cache.mu.Lock()
+		pw.unanswered, pw.unansweredAt = h, now
+		k.cache.mu.Unlock()
+	}
 	return ok
+}
+
+// yieldTo gives up pw for tok, the store's version v of the same token
+// set, if pw is still the connection's pending write and still holds that
+// set (not refreshed from memory since), in one step; it reports whether
+// it did.
+func (k *Keeper) yieldTo(key Key, pw *pendingWrite, tok Token, v int) bool {
+	yielded := false
+	k.cache.update(key, func(e *entry) {
+		if e.pending != pw || pw.rec.tok.RefreshToken != tok.RefreshToken {
+			return
+		}
+		yielded = true
+		e.pending, e.tok, e.version, e.missingAt, e.checkedAt = nil, tok, v, time.Time{}, k.now()
+	})
+	return yielded
 }
 
 // drop forgets pw if it is still the connection's pending write.
