@@ -87,13 +87,11 @@ const (
 // the outcome is final: the token set written, or the store's newer state.
 func (k *Keeper) write(key Key, pw *pendingWrite) (tok Token, err error, ok bool) {
 	for range 3 {
-		k.cache.mu.RLock()
-		rec, cas, base, triggers := pw.rec, pw.cas, pw.base, append([]string(nil), pw.triggers...)
-		k.cache.mu.RUnlock()
-		// Noted before the Put: an attempt the store took can still
-		// answer a conflict (a retry of it by the store's client, or by
-		// failing over to another address) or nothing at all.
+		// rec is noted before the Put: an attempt the store took can
+		// still answer a conflict (a retry of it by the store's client,
+		// or by failing over to another address) or nothing at all.
 		k.cache.mu.Lock()
+		rec, cas, base, triggers := pw.rec, pw.cas, pw.base, append([]string(nil), pw.triggers...)
 		pw.mayHaveLanded(rec)
 		k.cache.mu.Unlock()
 		ctx, cancel := k.budget.storeCtx()
