@@ -148,6 +148,8 @@ type sidecarConfig struct {
 	connector string
 	// app holds extra options of the oauthconn app, one per line.
 	app string
+	// addresses are Vault addresses tried after the world's own.
+	addresses string
 }
 
 const faultCaddyfile = `{
@@ -156,7 +158,7 @@ const faultCaddyfile = `{
 		public_url http://localhost:9080
 		%[9]s
 		store vault {
-			address %[1]s
+			address %[1]s %[10]s
 			token {env.VAULT_TOKEN}
 			mount secret
 			prefix %[2]s
@@ -187,7 +189,7 @@ func (w *faultWorld) caddyfile(o sidecarConfig) string {
 		secret = o.secret
 	}
 	return fmt.Sprintf(faultCaddyfile, w.vtcp.URL(), w.prefix, w.h.PublicURL, w.tok.URL, w.c.ID, secret,
-		strings.ReplaceAll(o.connector, "\n", "\n\t\t\t"), w.up.URL, strings.ReplaceAll(o.app, "\n", "\n\t\t"))
+		strings.ReplaceAll(o.connector, "\n", "\n\t\t\t"), w.up.URL, strings.ReplaceAll(o.app, "\n", "\n\t\t"), o.addresses)
 }
 
 // startSidecar loads the Caddyfile into caddytest's in-process Caddy on

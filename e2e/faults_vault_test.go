@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddy-oauthconn/caddy-oauthconn/internal/faultproxy"
+	"github.com/caddy-oauthconn/caddy-oauthconn/internal/testservices"
 )
 
 // TestFaultVaultOutage proves that Vault is off the hot path of a connection
@@ -185,6 +186,32 @@ func (w *faultWorld) checkChainAlive(t *testing.T, l *load, cleared time.Time) {
 	if !l.okAfter(cleared) {
 		t.Error("no request succeeded after Vault came back")
 	}
+	w.checkRotation(t, 1)
+}
+
+// TestFaultReloadFixesTheStore proves that a token set the store did not
+// take is written through the configuration a reload brings. Right after a
+// rotation, every write of the token record through the configured Vault
+// address fails (503, as from a sealed node) and keeps failing; the
+// operator reloads with a second address, the Vault itself. The pending set
+// must reach Vault through the new configuration's store: the stopped
+// configuration's store, with its one failing address, would never write
+// it, and the connection would be lost at shutdown.
+func TestFaultReloadFixesTheStore(t *testing.T) {
+	w, app, rotatedWrite := connectedRotating(t)
+	w.vhttp.Set(faultproxy.Fault{Match: rotatedWrite, Status: http.StatusServiceUnavailable})
+	l := startLoad(t, 10, 60*time.Second, app)
+	if !waitUntil(30*time.Second, func() bool { return w.vhttp.Faulted("write") > 0 }) {
+		outs := l.Stop()
+		t.Fatalf("no write of a rotated set failed (requests: %s); %s", summary(outs), w.tokenReport())
+	}
+	reload(t, w.caddyfile(sidecarConfig{addresses: testservices.Vault(t).Addr}))
+	if !waitUntil(15*time.Second, func() bool { rt := w.storedRT(t); return rt != "" && rt == w.tok.LastIssued() }) {
+		outs := l.Stop()
+		t.Fatalf("15 s after the reload Vault does not hold the last refresh token issued; requests: %s; %s", summary(outs), w.tokenReport())
+	}
+	outs := l.Stop()
+	checkNoReauthorization(t, outs)
 	w.checkRotation(t, 1)
 }
 
